@@ -1,0 +1,1 @@
+"""Freshet control service."""

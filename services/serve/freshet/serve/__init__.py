@@ -1,0 +1,1 @@
+"""Freshet serve service."""

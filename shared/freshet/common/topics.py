@@ -1,0 +1,79 @@
+"""Every Kafka topic name Freshet uses, and the rules for derived ones.
+
+Change events follow Debezium's ``<prefix>.<schema>.<table>``; everything else lives under
+``freshet.``. Characters Kafka does not allow in a topic name are replaced by ``_``, as Debezium
+does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+CONTROL_SOURCES = "freshet.control.sources"
+"""Desired state of sources: key = source name, value = spec JSON, tombstone = deleted."""
+
+CONTROL_PIPELINES = "freshet.control.pipelines"
+CONTROL_VIEWS = "freshet.control.views"
+CONTROL_PRODUCTS = "freshet.control.products"
+CONTROL_KEYS = "freshet.control.keys"
+
+INGEST_OFFSETS = "freshet.ingest.offsets"
+"""Ingest's own progress per source (snapshot done, slot), like Kafka Connect's offsets topic."""
+
+STATUS = "freshet.status"
+"""Latest status per component: key = ``<kind>/<name>``, compacted."""
+
+METRICS = "freshet.metrics"
+SPANS = "otlp_spans"
+"""OTLP protobuf ``ExportTraceServiceRequest`` per message, as the collector's Kafka exporter."""
+
+_ILLEGAL = re.compile(r"[^a-zA-Z0-9._-]")
+
+
+def _clean(part: str) -> str:
+    return _ILLEGAL.sub("_", part)
+
+
+def cdc_topic(source: str, schema: str, table: str) -> str:
+    """The change-event topic of one table: ``<source>.<schema>.<table>``."""
+    return f"{_clean(source)}.{_clean(schema)}.{_clean(table)}"
+
+
+def view_topic(view: str) -> str:
+    return f"freshet.view.{_clean(view)}"
+
+
+def dlq_topic(pipeline: str) -> str:
+    return f"freshet.dlq.{_clean(pipeline)}"
+
+
+def status_key(kind: str, name: str) -> str:
+    return f"{kind}/{name}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic Freshet creates when it is missing."""
+
+    name: str
+    partitions: int = 1
+    config: dict[str, str] = field(default_factory=dict)
+
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+def control_topics(partitions: int) -> list[TopicSpec]:
+    """The topics the control plane needs, all compacted."""
+    return [
+        TopicSpec(CONTROL_SOURCES, partitions, COMPACTED),
+        TopicSpec(CONTROL_PIPELINES, partitions, COMPACTED),
+        TopicSpec(CONTROL_VIEWS, partitions, COMPACTED),
+        TopicSpec(CONTROL_PRODUCTS, partitions, COMPACTED),
+        TopicSpec(CONTROL_KEYS, partitions, COMPACTED),
+        TopicSpec(INGEST_OFFSETS, partitions, COMPACTED),
+        TopicSpec(STATUS, partitions, COMPACTED),
+        TopicSpec(METRICS, partitions, {"retention.ms": str(24 * 3600 * 1000)}),
+        TopicSpec(SPANS, partitions, {"retention.ms": str(24 * 3600 * 1000)}),
+    ]
