@@ -21,7 +21,6 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as TP
 from confluent_kafka.admin import AdminClient, NewTopic
-
 from freshet.common.exceptions import KafkaError
 from freshet.common.topics import TopicSpec
 
@@ -131,7 +130,7 @@ def read_to_end(
         if msg is not None:
             if msg.error():
                 raise KafkaError(f"reading {topic}: {msg.error()}")
-            next_offset[msg.partition()] = msg.offset() + 1
+            next_offset[msg.partition() or 0] = (msg.offset() or 0) + 1
             yield msg
         for p in list(pending):
             _low, high = consumer.get_watermark_offsets(TP(topic, p), cached=True)
@@ -185,7 +184,9 @@ class CompactedTopicView:
         try:
             value = None if raw is None else self._decode(raw)
         except Exception:
-            log.exception("skipping undecodable record %s at %s/%s", key, msg.partition(), msg.offset())
+            log.exception(
+                "skipping undecodable record %s at %s/%s", key, msg.partition(), msg.offset()
+            )
             return
         with self._lock:
             if value is None:
@@ -233,7 +234,9 @@ class CompactedTopicView:
         self._consumer.close()
 
 
-def produce_sync(producer: Producer, topic: str, key: bytes, value: bytes | None, timeout: float = 15.0) -> None:
+def produce_sync(
+    producer: Producer, topic: str, key: bytes, value: bytes | None, timeout: float = 15.0
+) -> None:
     """Produce one record and wait until the broker acknowledged it."""
     result: list[Any] = []
 

@@ -10,11 +10,11 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_asgi_app, make_wsgi_app
-from socketserver import ThreadingMixIn
 
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -36,7 +36,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -59,7 +59,9 @@ class HealthServer:
             return [b"not found\n"]
 
         self._server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="health", daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -7,9 +7,8 @@ Control encrypts a source's password before writing the spec to Kafka; the servi
 from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken
-from pydantic import SecretStr
-
 from freshet.common.exceptions import ConfigError
+from pydantic import SecretStr
 
 
 class SecretBox:
@@ -19,9 +18,9 @@ class SecretBox:
         raw = key.get_secret_value()
         if not raw:
             raise ConfigError(
-                "FRESHET_SECRET_KEY is not set: generate one with "
-                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'` "
-                "and give the same value to every service"
+                "FRESHET_SECRET_KEY is not set: generate one with `python -c 'from "
+                "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'` and "
+                "give the same value to every service"
             )
         try:
             self._fernet = Fernet(raw.encode())

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Producer
+from freshet.common import topics
+from freshet.common.kafka import producer_config
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -22,13 +24,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from freshet.common import topics
-from freshet.common.kafka import producer_config
-
 log = logging.getLogger(__name__)
 _propagator = TraceContextTextMapPropagator()
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class KafkaSpanExporter(SpanExporter):
@@ -61,8 +60,12 @@ def setup_tracing(
 
     Returns the provider; call ``shutdown()`` on it when the process stops, to flush.
     """
-    resource = Resource.create({"service.name": f"freshet-{service}", "service.instance.id": instance})
-    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+    resource = Resource.create(
+        {"service.name": f"freshet-{service}", "service.instance.id": instance}
+    )
+    provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio))
+    )
     if bootstrap:
         provider.add_span_processor(
             BatchSpanProcessor(KafkaSpanExporter(bootstrap), schedule_delay_millis=1000)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-
 from freshet.common.settings import CommonSettings
+from pydantic import Field
 
 
 class IngestSettings(CommonSettings):

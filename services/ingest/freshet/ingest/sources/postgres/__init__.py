@@ -1,0 +1,1 @@
+"""PostgreSQL CDC over the streaming replication protocol with pgoutput."""

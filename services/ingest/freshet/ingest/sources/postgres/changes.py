@@ -1,0 +1,369 @@
+"""Turns decoded pgoutput messages into Debezium change events on Kafka.
+
+Ordinary transactions arrive whole after their commit and are produced as they are decoded.
+Large transactions that PostgreSQL streams while in progress (pgoutput v2, ``streaming=on``)
+are spooled to a file per transaction, never held in memory, and produced when Stream Commit
+arrives (or discarded on Stream Abort; an aborted subtransaction's changes are skipped).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from freshet.common import events, topics
+from freshet.common.codec import dumps, loads
+from freshet.common.telemetry import Headers, inject_headers
+from freshet.ingest.sink import KafkaSink
+from freshet.ingest.sources.postgres.client import TableMeta
+from freshet.ingest.sources.postgres.pgoutput import UNCHANGED_TOAST, Relation, Tuple
+from freshet.ingest.sources.postgres.values import Converter, converter
+from opentelemetry import trace
+
+_tracer = trace.get_tracer("freshet.ingest")
+
+
+@dataclass(frozen=True)
+class Table:
+    """How to turn one relation's tuples into event rows."""
+
+    topic: str
+    schema: str
+    name: str
+    columns: tuple[str, ...]
+    converters: tuple[Converter, ...]
+    key_positions: tuple[int, ...]
+
+    def row(self, values: Tuple, fallback: Tuple | None = None) -> dict[str, Any]:
+        """Column name -> JSON value of one tuple.
+
+        An unchanged TOAST value comes from ``fallback`` when it has it (REPLICA IDENTITY FULL),
+        else it is Debezium's unavailable-value placeholder.
+        """
+        out: dict[str, Any] = {}
+        for i, (column, convert, value) in enumerate(
+            zip(self.columns, self.converters, values, strict=False)
+        ):
+            if value is None:
+                out[column] = None
+            elif value is UNCHANGED_TOAST:
+                old = fallback[i] if fallback is not None else None
+                out[column] = convert(old) if isinstance(old, str) else events.UNAVAILABLE_VALUE
+            else:
+                out[column] = convert(value)  # type: ignore[arg-type]
+        return out
+
+    def key(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        if not self.key_positions:
+            return None
+        return {self.columns[i]: row[self.columns[i]] for i in self.key_positions}
+
+
+def table_from(source: str, rel: Relation | None, meta: TableMeta) -> Table:
+    """A :class:`Table` for a relation (stream) or, without one, for catalog metadata (snapshot)."""
+    if rel is not None:
+        cols = [(c.name, c.type_oid, c.typmod) for c in rel.columns]
+    else:
+        cols = list(meta.columns)
+    names = tuple(c[0] for c in cols)
+    return Table(
+        topic=topics.cdc_topic(source, meta.schema, meta.name),
+        schema=meta.schema,
+        name=meta.name,
+        columns=names,
+        converters=tuple(converter(oid, typmod) for _, oid, typmod in cols),
+        key_positions=tuple(names.index(k) for k in meta.primary_key if k in names),
+    )
+
+
+@dataclass
+class _Change:
+    op: str
+    table: Table
+    key: dict[str, Any] | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    lsn: int
+    headers: Headers | None = None
+
+
+class ChangeWriter:
+    """The pgoutput handler: builds change events and hands them to the :class:`KafkaSink`.
+
+    ``lookup(relid)`` returns the catalog metadata of a relation (its primary key above all);
+    ``ensure_topic(name)`` makes sure a topic exists before the first event goes to it.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        database: str,
+        sink: KafkaSink,
+        lookup: Callable[[int], TableMeta],
+        ensure_topic: Callable[[str], None],
+        spool_dir: Path,
+    ) -> None:
+        self._source = source
+        self._db = database
+        self._sink = sink
+        self._lookup = lookup
+        self._ensure_topic = ensure_topic
+        self._tables: dict[int, Table] = {}
+        self._spool = _Spool(spool_dir)
+        self._xid: int | None = None
+        self._commit_lsn = 0
+        self._ts_us = 0
+        self._last_commit_lsn: int | None = None
+        self._headers: Headers = []
+        self._span: Any = None
+        self.in_transaction = False
+        self.last_commit_ts_us: int | None = None
+
+    # --- transactions ------------------------------------------------------------------------
+
+    def begin(self, final_lsn: int, commit_ts_us: int, xid: int) -> None:
+        self._start_tx(xid, final_lsn, commit_ts_us)
+
+    def _start_tx(self, xid: int, commit_lsn: int, ts_us: int) -> None:
+        self._xid, self._commit_lsn, self._ts_us = xid, commit_lsn, ts_us
+        self.in_transaction = True
+        self._span = _tracer.start_span(
+            "ingest.transaction",
+            attributes={
+                "freshet.source": self._source,
+                "db.postgresql.xid": xid,
+                "db.postgresql.commit_lsn": events.lsn_to_str(commit_lsn),
+            },
+        )
+        self._headers = inject_headers(trace.set_span_in_context(self._span))
+        self._sink.begin()
+
+    def commit(self, commit_lsn: int, end_lsn: int, commit_ts_us: int) -> None:
+        self._end_tx(commit_lsn, end_lsn)
+
+    def _end_tx(self, commit_lsn: int, end_lsn: int) -> None:
+        self._sink.end(end_lsn)
+        self._last_commit_lsn = commit_lsn
+        self.last_commit_ts_us = self._ts_us
+        self.in_transaction = False
+        if self._span is not None:
+            self._span.end()
+            self._span = None
+
+    # --- relations ---------------------------------------------------------------------------
+
+    def relation(self, rel: Relation) -> None:
+        meta = self._lookup(rel.relid)
+        table = table_from(self._source, rel, meta)
+        self._ensure_topic(table.topic)
+        self._tables[rel.relid] = table
+
+    def _table(self, relid: int) -> Table:
+        table = self._tables.get(relid)
+        if table is None:  # pgoutput always sends Relation first; be safe after a reconnect
+            meta = self._lookup(relid)
+            table = table_from(self._source, None, meta)
+            self._ensure_topic(table.topic)
+            self._tables[relid] = table
+        return table
+
+    # --- row changes -------------------------------------------------------------------------
+
+    def insert(self, xid: int | None, relid: int, new: Tuple, lsn: int) -> None:
+        table = self._table(relid)
+        after = table.row(new)
+        self._route(xid, [_Change(events.OP_CREATE, table, table.key(after), None, after, lsn)])
+
+    def update(
+        self, xid: int | None, relid: int, old: Tuple | None, old_is_key: bool, new: Tuple, lsn: int
+    ) -> None:
+        table = self._table(relid)
+        full_old = None if old_is_key else old
+        after = table.row(new, full_old)
+        before = table.row(old, None) if old is not None else None
+        new_key = table.key(after)
+        old_key = table.key(before) if before is not None else None
+        if old_key is not None and old_key != new_key:
+            # A primary-key change: Debezium emits a delete of the old key and a create.
+            self._route(
+                xid,
+                [
+                    _Change(
+                        events.OP_DELETE,
+                        table,
+                        old_key,
+                        before,
+                        None,
+                        lsn,
+                        [(events.HEADER_NEW_KEY, dumps(new_key))],
+                    ),
+                    _Change(
+                        events.OP_CREATE,
+                        table,
+                        new_key,
+                        None,
+                        after,
+                        lsn,
+                        [(events.HEADER_OLD_KEY, dumps(old_key))],
+                    ),
+                ],
+            )
+            return
+        self._route(
+            xid,
+            [_Change(events.OP_UPDATE, table, new_key, None if old_is_key else before, after, lsn)],
+        )
+
+    def delete(self, xid: int | None, relid: int, old: Tuple, old_is_key: bool, lsn: int) -> None:
+        table = self._table(relid)
+        before = table.row(old)
+        self._route(xid, [_Change(events.OP_DELETE, table, table.key(before), before, None, lsn)])
+
+    def truncate(
+        self, xid: int | None, relids: list[int], cascade: bool, restart_identity: bool, lsn: int
+    ) -> None:
+        changes = [
+            _Change(events.OP_TRUNCATE, self._table(r), None, None, None, lsn) for r in relids
+        ]
+        self._route(xid, changes)
+
+    def _route(self, xid: int | None, changes: list[_Change]) -> None:
+        if xid is None:
+            for change in changes:
+                self._emit(change)
+        else:
+            for change in changes:
+                self._spool.write(xid, change)
+
+    def _emit(self, c: _Change, snapshot: str = "false") -> None:
+        t = c.table
+        source = events.postgres_source(
+            name=self._source,
+            db=self._db,
+            schema=t.schema,
+            table=t.name,
+            ts_us=self._ts_us,
+            snapshot=snapshot,
+            tx_id=self._xid,
+            lsn=c.lsn,
+            commit_lsn=self._commit_lsn,
+            last_commit_lsn=self._last_commit_lsn,
+        )
+        now_us = time.time_ns() // 1000
+        value = dumps(events.envelope(c.op, c.before, c.after, source, now_us))
+        key = dumps(c.key) if c.key is not None else None
+        headers = self._headers + c.headers if c.headers else self._headers
+        self._sink.send(t.topic, key, value, headers)
+        if c.op == events.OP_DELETE and key is not None:
+            self._sink.send(t.topic, key, None, headers)  # tombstone, for compaction
+
+    # --- streamed (large, in-progress) transactions ------------------------------------------
+
+    def stream_start(self, xid: int, first_segment: bool) -> None:
+        self._spool.start(xid, first_segment)
+
+    def stream_stop(self) -> None:
+        self._spool.stop()
+
+    def stream_abort(self, xid: int, subxid: int) -> None:
+        self._spool.abort(xid, subxid)
+
+    def stream_commit(self, xid: int, commit_lsn: int, end_lsn: int, commit_ts_us: int) -> None:
+        self._start_tx(xid, commit_lsn, commit_ts_us)
+        for change in self._spool.replay(xid, self._tables_by_topic()):
+            self._emit(change)
+        self._end_tx(commit_lsn, end_lsn)
+
+    def _tables_by_topic(self) -> dict[str, Table]:
+        return {t.topic: t for t in self._tables.values()}
+
+    def close(self) -> None:
+        self._spool.clear()
+
+
+class _Spool:
+    """One append-only file per streamed transaction; lines are JSON ``[subxid, change...]``."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._files: dict[int, IO[bytes]] = {}
+        self._aborted: dict[int, set[int]] = {}
+        self._current: int | None = None
+        self.clear()
+
+    def clear(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        self._aborted.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, xid: int) -> Path:
+        return self._dir / f"{xid}.jsonl"
+
+    def start(self, xid: int, first_segment: bool) -> None:
+        self._current = xid
+        if xid not in self._files:
+            self._files[xid] = open(self._path(xid), "wb" if first_segment else "ab")  # noqa: SIM115
+            self._aborted.setdefault(xid, set())
+
+    def stop(self) -> None:
+        f = self._files.get(self._current) if self._current is not None else None
+        if f is not None:
+            f.flush()
+        self._current = None
+
+    def write(self, subxid: int, c: _Change) -> None:
+        if self._current is None:
+            raise RuntimeError("streamed change outside a stream block")
+        line = dumps(
+            [
+                subxid,
+                c.op,
+                c.table.topic,
+                c.key,
+                c.before,
+                c.after,
+                c.lsn,
+                [[k, v.decode() if isinstance(v, bytes) else v] for k, v in c.headers or ()],
+            ]
+        )
+        self._files[self._current].write(line + b"\n")
+
+    def abort(self, xid: int, subxid: int) -> None:
+        if subxid == xid:
+            f = self._files.pop(xid, None)
+            if f is not None:
+                f.close()
+            self._aborted.pop(xid, None)
+            self._path(xid).unlink(missing_ok=True)
+        else:
+            self._aborted.setdefault(xid, set()).add(subxid)
+
+    def replay(self, xid: int, tables: dict[str, Table]) -> Iterator[_Change]:
+        f = self._files.pop(xid, None)
+        if f is None:
+            return
+        f.close()
+        aborted = self._aborted.pop(xid, set())
+        path = self._path(xid)
+        with open(path, "rb") as lines:
+            for line in lines:
+                subxid, op, topic, key, before, after, lsn, headers = loads(line)
+                if subxid in aborted:
+                    continue
+                yield _Change(
+                    op,
+                    tables[topic],
+                    key,
+                    before,
+                    after,
+                    lsn,
+                    [(k, v.encode()) for k, v in headers] or None,
+                )
+        path.unlink(missing_ok=True)
