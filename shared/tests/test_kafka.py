@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import Consumer, Producer
+
 from freshet.common import codec
 from freshet.common.kafka import (
     CompactedTopicView,

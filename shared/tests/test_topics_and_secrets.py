@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
+
 from freshet.common import topics
 from freshet.common.exceptions import ConfigError
 from freshet.common.secrets import SecretBox
-from pydantic import SecretStr
 
 
 def test_cdc_topic_follows_debezium_naming_and_cleans_illegal_characters():

@@ -174,7 +174,7 @@ def test_snapshot_then_stream_every_type_and_operation(ingest, reader, pg_databa
     assert fu[0].value["before"] == {"id": 1, "note": "first", "big": BIG}
     assert fu[0].value["after"] == {"id": 1, "note": "second", "big": BIG}
     assert fu[1].value["before"]["big"] == BIG
-    trunc = [r for r in reader.on(nokey) if r.value][0]
+    trunc = next(r for r in reader.on(nokey) if r.value)
     assert trunc.key is None and trunc.value["before"] is None and trunc.value["after"] is None
     # Commit order: commit LSNs never go backwards.
     commit_lsns = [r.value["source"]["commit_lsn"] for r in ev if r.value]

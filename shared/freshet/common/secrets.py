@@ -7,8 +7,9 @@ Control encrypts a source's password before writing the spec to Kafka; the servi
 from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken
-from freshet.common.exceptions import ConfigError
 from pydantic import SecretStr
+
+from freshet.common.exceptions import ConfigError
 
 
 class SecretBox:

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Producer
-from freshet.common import topics
-from freshet.common.kafka import producer_config
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -23,6 +21,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from freshet.common import topics
+from freshet.common.kafka import producer_config
 
 log = logging.getLogger(__name__)
 _propagator = TraceContextTextMapPropagator()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from freshet.common.settings import CommonSettings
 from pydantic import Field
+
+from freshet.common.settings import CommonSettings
 
 
 class IngestSettings(CommonSettings):

@@ -13,6 +13,7 @@ import hashlib
 from typing import Any
 
 from confluent_kafka import Consumer
+
 from freshet.common import codec, topics
 from freshet.common.kafka import consumer_config, read_to_end
 from freshet.common.schemas import PostgresSourceSpec

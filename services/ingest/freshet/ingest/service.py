@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from prometheus_client import Counter, Gauge
+from pydantic import SecretStr, ValidationError
+
 from freshet.common import codec, topics
 from freshet.common.kafka import consumer_config, ensure_topics, produce_sync, producer_config
 from freshet.common.schemas import PostgresSourceSpec, SourceStatus
@@ -24,8 +27,6 @@ from freshet.common.secrets import SecretBox
 from freshet.ingest.config import IngestSettings
 from freshet.ingest.sources import REGISTRY
 from freshet.ingest.sources.base import Source
-from prometheus_client import Counter, Gauge
-from pydantic import SecretStr, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,11 @@ class IngestService:
             self._producer.flush(10)
 
     def _check_caught_up(self, consumer: Consumer) -> bool:
-        """True once every assigned partition was read to its end: act on the folded state only,
-        never on a history that later records overturn."""
+        """True once every assigned partition was read to its end.
+
+        Sources are started and stopped from the folded state only, never from a history that
+        later records overturn.
+        """
         if not self._assigned:
             return False
         for partition in self._assigned:

@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka import Message, Producer
+
 from freshet.common.kafka import produce_sync, producer_config
 from freshet.common.telemetry import Headers
 from freshet.ingest.exceptions import DeliveryFailed

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from opentelemetry import trace
+
 from freshet.common import events, topics
 from freshet.common.codec import dumps, loads
 from freshet.common.telemetry import Headers, inject_headers
@@ -22,7 +24,6 @@ from freshet.ingest.sink import KafkaSink
 from freshet.ingest.sources.postgres.client import TableMeta
 from freshet.ingest.sources.postgres.pgoutput import UNCHANGED_TOAST, Relation, Tuple
 from freshet.ingest.sources.postgres.values import Converter, converter
-from opentelemetry import trace
 
 _tracer = trace.get_tracer("freshet.ingest")
 

@@ -14,11 +14,12 @@ from typing import Any
 import psycopg
 import psycopg2
 import psycopg2.extras
-from freshet.common.schemas import PostgresSourceSpec
-from freshet.ingest.sources.postgres.values import SESSION_OPTIONS
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
+
+from freshet.common.schemas import PostgresSourceSpec
+from freshet.ingest.sources.postgres.values import SESSION_OPTIONS
 
 
 @dataclass(frozen=True)

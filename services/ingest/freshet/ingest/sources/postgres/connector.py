@@ -20,6 +20,8 @@ from typing import Any
 
 import psycopg
 import psycopg2
+from pydantic import SecretStr
+
 from freshet.common import events
 from freshet.common.kafka import ensure_topics
 from freshet.common.schemas import PostgresSourceSpec, SnapshotProgress, SourceStatus
@@ -33,7 +35,6 @@ from freshet.ingest.sources.postgres import client
 from freshet.ingest.sources.postgres.changes import ChangeWriter
 from freshet.ingest.sources.postgres.pgoutput import Decoder
 from freshet.ingest.sources.postgres.snapshot import SnapshotInterrupted, run_snapshot
-from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 

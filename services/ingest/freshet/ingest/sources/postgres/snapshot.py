@@ -14,6 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from opentelemetry import trace
+from psycopg import sql
+from pydantic import SecretStr
+
 from freshet.common import events
 from freshet.common.codec import dumps
 from freshet.common.schemas import PostgresSourceSpec, SnapshotProgress
@@ -21,9 +25,6 @@ from freshet.common.telemetry import Headers, inject_headers
 from freshet.ingest.sink import KafkaSink
 from freshet.ingest.sources.postgres.changes import Table, table_from
 from freshet.ingest.sources.postgres.client import TableMeta, conninfo
-from opentelemetry import trace
-from psycopg import sql
-from pydantic import SecretStr
 
 _tracer = trace.get_tracer("freshet.ingest")
 
