@@ -1,0 +1,1 @@
+"""The HTTP API of control: routers, one module per resource, and error handlers."""
