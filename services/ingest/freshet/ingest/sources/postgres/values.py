@@ -233,7 +233,10 @@ def parse_array(text: str) -> list[Any]:
     pos = 0
     if text.startswith("["):
         pos = text.index("=") + 1
-    result, end = _parse_array_at(text, pos)
+    try:
+        result, end = _parse_array_at(text, pos)
+    except IndexError:
+        raise ValueError(f"unterminated array literal: {text!r}") from None
     if end != len(text):
         raise ValueError(f"trailing characters in array literal at {end}: {text!r}")
     return result
@@ -262,11 +265,15 @@ def _parse_array_at(text: str, pos: int) -> tuple[list[Any], int]:
             items.append("".join(chunk))
             pos += 1
         else:
+            # Every mapped array type delimits with ','; PostgreSQL does not quote other
+            # characters (';' included), so only ',' and '}' end an unquoted element.
             start = pos
-            while text[pos] not in ",;}":
+            while text[pos] not in ",}":
                 pos += 1
             raw = text[start:pos].strip()
             items.append(None if raw == "NULL" else raw)
         if text[pos] == "}":
             return items, pos + 1
-        pos += 1  # the delimiter
+        if text[pos] != ",":
+            raise ValueError(f"expected ',' or '}}' at {pos} in {text!r}")
+        pos += 1
