@@ -36,7 +36,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[Any] | None, name: str, log_path: Path | None) -> None:
+def wait_port(
+    host: str,
+    port: int,
+    timeout: float,
+    proc: subprocess.Popen[Any] | None,
+    name: str,
+    log_path: Path | None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -44,7 +51,9 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[Any] 
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.1)
-    raise ServerError(f"{name} did not listen on {host}:{port} within {timeout:.0f}s; see {log_path}")
+    raise ServerError(
+        f"{name} did not listen on {host}:{port} within {timeout:.0f}s; see {log_path}"
+    )
 
 
 @dataclass
@@ -74,11 +83,19 @@ class Managed:
             self._log.close()
 
 
-def _spawn(name: str, cmd: list[str], log_path: Path, **kwargs: Any) -> tuple[subprocess.Popen[Any], IO[bytes]]:
+def _spawn(
+    name: str, cmd: list[str], log_path: Path, **kwargs: Any
+) -> tuple[subprocess.Popen[Any], IO[bytes]]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "ab")  # noqa: SIM115 - closed by Managed.stop
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, **kwargs)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        **kwargs,
+    )
     log.info("started %s (pid %d), log %s", name, proc.pid, log_path)
     return proc, out
 
@@ -99,8 +116,16 @@ def tansu_binary() -> Path:
 def start_kafka(port: int, log_path: Path) -> Managed:
     """Start Tansu 0.6 with memory storage on 127.0.0.1:``port``."""
     url = f"tcp://127.0.0.1:{port}"
-    cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-           "--storage-engine", "memory://tansu/"]
+    cmd = [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
     proc, out = _spawn("kafka (tansu)", cmd, log_path)
     wait_port("127.0.0.1", port, 30, proc, "kafka (tansu)", log_path)
     return Managed("kafka", proc, port, log_path, _log=out)
@@ -113,11 +138,29 @@ def start_redis(port: int, data_dir: Path, log_path: Path) -> Managed:
     """Start redis-server on 127.0.0.1:``port`` with an append-only file in ``data_dir``."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise ServerError("redis-server is not installed: run `make deps` (apt-get install redis-server)")
+        raise ServerError(
+            "redis-server is not installed: run `make deps` (apt-get install redis-server)"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-           "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
-           "--daemonize", "no"]
+    cmd = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+    ]
     proc, out = _spawn("redis", cmd, log_path)
     wait_port("127.0.0.1", port, 30, proc, "redis", log_path)
     return Managed("redis", proc, port, log_path, _log=out)
@@ -136,8 +179,14 @@ class PgInfo:
     password: str
 
     def conninfo(self, dbname: str = "postgres", **extra: str) -> str:
-        parts = {"host": self.host, "port": str(self.port), "user": self.user,
-                 "password": self.password, "dbname": dbname, **extra}
+        parts = {
+            "host": self.host,
+            "port": str(self.port),
+            "user": self.user,
+            "password": self.password,
+            "dbname": dbname,
+            **extra,
+        }
         return " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
 
 
@@ -180,10 +229,22 @@ def init_postgres(data_dir: Path, password: str) -> None:
         os.chown(pwfile, *ids)
     try:
         subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(data_dir), "-U", "postgres", "-E", "UTF8",
-             "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
-             f"--pwfile={pwfile}"],
-            check=True, capture_output=True, user=ids[0] if ids else None,
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+            ],
+            check=True,
+            capture_output=True,
+            user=ids[0] if ids else None,
             group=ids[1] if ids else None,
         )
     except subprocess.CalledProcessError as exc:
@@ -192,8 +253,14 @@ def init_postgres(data_dir: Path, password: str) -> None:
         pwfile.unlink(missing_ok=True)
 
 
-def start_postgres(data_dir: Path, port: int, log_path: Path, *, durable: bool = True,
-                   extra: dict[str, str] | None = None) -> Managed:
+def start_postgres(
+    data_dir: Path,
+    port: int,
+    log_path: Path,
+    *,
+    durable: bool = True,
+    extra: dict[str, str] | None = None,
+) -> Managed:
     """Run ``postgres`` on 127.0.0.1:``port`` with logical replication enabled.
 
     ``durable=False`` turns fsync off (tests and benchmarks of the pipeline, not of the disk).
@@ -216,14 +283,24 @@ def start_postgres(data_dir: Path, port: int, log_path: Path, *, durable: bool =
         "log_min_messages": "warning",
         **(extra or {}),
     }
+    # Settings go to an included file rather than the command line, so that ALTER SYSTEM (which
+    # a test or an operator may use) still overrides them.
+    conf = data_dir / "freshet.conf"
+    conf.write_text("".join(f"{key} = '{value}'\n" for key, value in settings.items()))
+    main_conf = data_dir / "postgresql.conf"
+    include = "include_if_exists = 'freshet.conf'\n"
+    if include not in main_conf.read_text():
+        with main_conf.open("a") as f:
+            f.write(include)
+    if ids is not None:
+        os.chown(conf, *ids)
     cmd = [str(PG_BIN / "postgres"), "-D", str(data_dir)]
-    for key, value in settings.items():
-        cmd += ["-c", f"{key}={value}"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if ids is not None and log_path.exists():
         os.chown(log_path, *ids)
-    proc, out = _spawn("postgresql", cmd, log_path, user=ids[0] if ids else None,
-                       group=ids[1] if ids else None)
+    proc, out = _spawn(
+        "postgresql", cmd, log_path, user=ids[0] if ids else None, group=ids[1] if ids else None
+    )
     wait_port("127.0.0.1", port, 60, proc, "postgresql", log_path)
     _wait_pg_ready(port, data_dir, proc, log_path)
     return Managed("postgresql", proc, port, log_path, stop_signal=signal.SIGINT, _log=out)
@@ -234,8 +311,11 @@ def _wait_pg_ready(port: int, data_dir: Path, proc: subprocess.Popen[Any], log_p
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerError(f"postgresql exited with {proc.returncode}; see {log_path}")
-        ready = subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                               capture_output=True, check=False)
+        ready = subprocess.run(
+            [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+            capture_output=True,
+            check=False,
+        )
         if ready.returncode == 0:
             return
         time.sleep(0.2)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from pydantic import SecretStr
 
 from freshet.common import codec, topics
@@ -42,21 +42,34 @@ class TopicReader:
     records: list[Record] = field(default_factory=list)
     _consumer: Consumer | None = None
     _topics: set[str] = field(default_factory=set)
+    _assigned: set[str] = field(default_factory=set)
 
     def follow(self, *names: str) -> None:
+        """Read these topics from the beginning (assigned, no group), once they exist."""
         self._topics.update(names)
         if self._consumer is None:
-            self._consumer = Consumer(
-                consumer_config(
-                    self.bootstrap,
-                    f"reader-{time.time_ns()}",
-                    **{"topic.metadata.refresh.interval.ms": 1000},
-                )
+            self._consumer = Consumer(consumer_config(self.bootstrap, f"reader-{time.time_ns()}"))
+
+    def _assign_new(self) -> None:
+        assert self._consumer is not None
+        missing = self._topics - self._assigned
+        if not missing:
+            return
+        metadata = self._consumer.list_topics(timeout=5).topics
+        ready = {t for t in missing if t in metadata and metadata[t].partitions}
+        if ready:
+            self._assigned |= ready
+            self._consumer.incremental_assign(
+                [
+                    TopicPartition(t, p, OFFSET_BEGINNING)
+                    for t in ready
+                    for p in metadata[t].partitions
+                ]
             )
-        self._consumer.subscribe(sorted(self._topics))
 
     def pump(self, seconds: float = 0.2) -> None:
         assert self._consumer is not None
+        self._assign_new()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             msg = self._consumer.poll(0.05)

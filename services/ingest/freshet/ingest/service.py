@@ -153,8 +153,16 @@ class IngestService:
             return
         try:
             spec = PostgresSourceSpec.model_validate(codec.loads(raw_value))
-        except (ValueError, ValidationError) as exc:
-            log.error("ignoring invalid desired state for source %s: %s", name, exc)
+        except ValidationError as exc:
+            # Name the fields only: the input holds the (encrypted) password.
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in exc.errors(include_input=False)
+            )
+            log.error("ignoring invalid desired state for source %s: %s", name, problems)
+            return
+        except ValueError:
+            log.error("ignoring desired state for source %s: not JSON", name)
             return
         self._desired[name] = (partition, spec)
 
