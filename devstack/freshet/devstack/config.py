@@ -1,0 +1,49 @@
+"""The developer stack's settings (environment variables ``FRESHET_*``).
+
+Built once by the CLI (``python -m freshet.devstack``) and passed down. Ports are fixed by default
+so that the commands printed at start-up work as written; each one can be moved with its
+variable when it is taken on the machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DevstackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRESHET_", frozen=True, extra="ignore")
+
+    state_dir: Path = Field(
+        default=Path(".freshet"),
+        description="Where the stack keeps its data, keys and logs; relative to the working "
+        "directory (the repository root under make).",
+    )
+    kafka_port: int = 9092
+    pg_port: int = 5433
+    redis_port: int = Field(default=6380, description="Not 6379: Debian's system redis uses it.")
+    control_port: int = 8700
+    serve_port: int = 8701
+    ingest_port: int = 8702
+    transform_port: int = 8703
+    admin_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token of the control API; generated into <state>/admin-token if empty.",
+    )
+    secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Fernet key shared by the services; generated into <state>/secret-key "
+        "if empty.",
+    )
+    workload_rate: float = Field(
+        default=20.0, ge=0.0, description="Demo transactions per second; 0 turns the workload off."
+    )
+    health_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each /health.")
+    restart_backoff_s: float = Field(default=1.0, gt=0, description="First restart delay.")
+    restart_backoff_max_s: float = Field(default=30.0, gt=0, description="Longest restart delay.")
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"

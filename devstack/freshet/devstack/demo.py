@@ -1,0 +1,302 @@
+"""The demo shop database that ``make run`` captures: schema, seed data, source registration.
+
+Four tables with primary keys (one composite), foreign keys, ``numeric`` prices, timestamps, a
+``jsonb`` column and customer e-mail addresses: enough to exercise CDC, joins and aggregates.
+Every statement is a literal or takes its values as parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+from psycopg import sql
+
+from freshet.devstack.servers import PgInfo
+
+DEMO_DATABASE = "shop"
+DEMO_SOURCE = "shop"
+DEMO_TABLES = ("public.customers", "public.products", "public.orders", "public.order_items")
+
+ORDER_STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled")
+OPEN_STATUSES = ("pending", "paid", "shipped")
+COUNTRIES = ("DE", "FR", "NL", "PL", "SE", "ES", "IT", "US", "GB", "JP")
+CATEGORIES = ("kitchen", "garden", "books", "toys", "tools", "audio")
+COLORS = ("red", "green", "blue", "black", "white", "oak")
+FIRST_NAMES = (
+    "Ada",
+    "Alan",
+    "Grace",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Radia",
+    "Tim",
+    "Margaret",
+    "Linus",
+    "Sophie",
+    "Niklaus",
+    "Leslie",
+    "Hedy",
+)
+LAST_NAMES = (
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Perlman",
+    "Berners-Lee",
+    "Hamilton",
+    "Torvalds",
+    "Wilson",
+    "Wirth",
+    "Lamport",
+)
+PRODUCT_NOUNS = (
+    "kettle",
+    "trowel",
+    "novel",
+    "robot",
+    "wrench",
+    "speaker",
+    "lamp",
+    "mug",
+    "saw",
+    "puzzle",
+    "headphones",
+    "planter",
+)
+
+SCHEMA = (
+    """
+    CREATE TABLE customers (
+        id bigserial PRIMARY KEY,
+        email text NOT NULL UNIQUE,
+        name text NOT NULL,
+        country char(2) NOT NULL,
+        marketing_opt_in boolean NOT NULL DEFAULT false,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE products (
+        id bigserial PRIMARY KEY,
+        sku text NOT NULL UNIQUE,
+        name text NOT NULL,
+        category text NOT NULL,
+        price numeric(10, 2) NOT NULL CHECK (price >= 0),
+        attributes jsonb NOT NULL DEFAULT '{}'::jsonb,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE orders (
+        id bigserial PRIMARY KEY,
+        customer_id bigint NOT NULL REFERENCES customers (id),
+        status text NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'paid', 'shipped', 'delivered', 'cancelled')),
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    "CREATE INDEX orders_customer_id ON orders (customer_id)",
+    "CREATE INDEX orders_open ON orders (id) WHERE status IN ('pending', 'paid', 'shipped')",
+    "CREATE INDEX orders_closed ON orders (id) WHERE status IN ('delivered', 'cancelled')",
+    """
+    CREATE TABLE order_items (
+        order_id bigint NOT NULL REFERENCES orders (id),
+        line_no integer NOT NULL CHECK (line_no > 0),
+        product_id bigint NOT NULL REFERENCES products (id),
+        quantity integer NOT NULL CHECK (quantity > 0),
+        unit_price numeric(10, 2) NOT NULL CHECK (unit_price >= 0),
+        PRIMARY KEY (order_id, line_no)
+    )
+    """,
+    "CREATE INDEX order_items_product_id ON order_items (product_id)",
+)
+
+
+@dataclass(frozen=True)
+class SeedSize:
+    customers: int = 120
+    products: int = 40
+    orders: int = 300
+
+
+def database_exists(admin: psycopg.Connection, dbname: str) -> bool:
+    row = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+    return row is not None
+
+
+def ensure_database(pg: PgInfo, dbname: str) -> bool:
+    """Create database ``dbname`` if it is missing. Returns whether it was created."""
+    with psycopg.connect(pg.conninfo(), autocommit=True) as admin:
+        if database_exists(admin, dbname):
+            return False
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        return True
+
+
+def create_schema(conn: psycopg.Connection) -> None:
+    """Create the four demo tables (in the caller's transaction)."""
+    for statement in SCHEMA:
+        conn.execute(statement)
+
+
+def customer_email(rng: random.Random, name: str) -> str:
+    """A unique-enough address for ``name``; the random suffix keeps the UNIQUE constraint."""
+    local = name.lower().replace(" ", ".").replace("-", "")
+    return f"{local}.{rng.getrandbits(40):010x}@example.com"
+
+
+def random_name(rng: random.Random) -> str:
+    return f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+
+
+def seed(conn: psycopg.Connection, rng: random.Random, size: SeedSize = SeedSize()) -> None:
+    """Insert the seed rows (in the caller's transaction): customers, products, orders, items."""
+    now = datetime.now(UTC)
+    customers = []
+    for _ in range(size.customers):
+        name = random_name(rng)
+        created = now - timedelta(days=rng.uniform(30, 400))
+        customers.append(
+            (
+                customer_email(rng, name),
+                name,
+                rng.choice(COUNTRIES),
+                rng.random() < 0.4,
+                created,
+                created,
+            )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO customers (email, name, country, marketing_opt_in, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            customers,
+        )
+        products = []
+        for i in range(size.products):
+            noun = rng.choice(PRODUCT_NOUNS)
+            color = rng.choice(COLORS)
+            attributes = {
+                "color": color,
+                "weight_g": rng.randrange(50, 5000, 10),
+                "tags": rng.sample(("new", "eco", "gift", "sale", "bulky"), 2),
+            }
+            products.append(
+                (
+                    f"SKU-{i + 1:05d}",
+                    f"{color.title()} {noun}",
+                    rng.choice(CATEGORIES),
+                    Decimal(rng.randrange(199, 19999)) / 100,
+                    json.dumps(attributes),
+                )
+            )
+        cur.executemany(
+            "INSERT INTO products (sku, name, category, price, attributes)"
+            " VALUES (%s, %s, %s, %s, %s::jsonb)",
+            products,
+        )
+        customer_ids = [r[0] for r in cur.execute("SELECT id FROM customers ORDER BY id")]
+        product_rows = cur.execute("SELECT id, price FROM products ORDER BY id").fetchall()
+        for _ in range(size.orders):
+            created = now - timedelta(minutes=rng.uniform(1, 30 * 24 * 60))
+            status = rng.choices(ORDER_STATUSES, weights=(2, 2, 2, 5, 1))[0]
+            row = cur.execute(
+                "INSERT INTO orders (customer_id, status, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s) RETURNING id",
+                (rng.choice(customer_ids), status, created, created),
+            ).fetchone()
+            assert row is not None
+            items = [
+                (row[0], line, product_id, rng.randint(1, 5), price)
+                for line, (product_id, price) in enumerate(
+                    rng.sample(product_rows, rng.randint(1, 4)), start=1
+                )
+            ]
+            cur.executemany(
+                "INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                items,
+            )
+
+
+def ensure_demo_database(pg: PgInfo, dbname: str = DEMO_DATABASE, seed_value: int = 7) -> bool:
+    """Create and seed the demo database unless its tables exist. Returns whether it seeded.
+
+    Schema and seed rows commit in one transaction, so a run interrupted half-way seeds again
+    next time instead of leaving a half-filled database.
+    """
+    ensure_database(pg, dbname)
+    with psycopg.connect(pg.conninfo(dbname)) as conn:
+        row = conn.execute("SELECT to_regclass('public.order_items') IS NOT NULL").fetchone()
+        if row is not None and row[0]:
+            return False
+        create_schema(conn)
+        seed(conn, random.Random(seed_value))  # noqa: S311 - demo data, not security
+        conn.commit()
+    return True
+
+
+def source_spec(pg: PgInfo, dbname: str = DEMO_DATABASE) -> dict[str, object]:
+    """The control API's body that registers the demo database as source ``shop``."""
+    return {
+        "name": DEMO_SOURCE,
+        "kind": "postgres",
+        "host": pg.host,
+        "port": pg.port,
+        "database": dbname,
+        "user": pg.user,
+        "password": pg.password,
+        "tables": list(DEMO_TABLES),
+    }
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Outcome of registering the demo source: ``done`` (created or already there) or not."""
+
+    done: bool
+    retry: bool
+    detail: str
+
+
+def register_source(
+    control_url: str, admin_token: str, spec: dict[str, object], timeout: float = 10.0
+) -> Registration:
+    """POST ``spec`` to ``<control_url>/v1/sources``; 409 (it exists) counts as done.
+
+    ``retry`` is true when trying again later may help (control unreachable, 5xx); a 4xx other
+    than 409 means the request itself is wrong and will not be retried.
+    """
+    request = urllib.request.Request(  # noqa: S310 - the stack's own control API on 127.0.0.1
+        f"{control_url}/v1/sources",
+        data=json.dumps(spec).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+            return Registration(True, False, f"registered (HTTP {resp.status})")
+    except urllib.error.HTTPError as exc:
+        body = exc.read(300).decode(errors="replace").strip()
+        if exc.code == 409:
+            return Registration(True, False, "already registered")
+        return Registration(False, exc.code >= 500, f"HTTP {exc.code}: {body}")
+    except OSError as exc:
+        return Registration(False, True, f"control unreachable: {getattr(exc, 'reason', exc)}")
