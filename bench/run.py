@@ -1,0 +1,71 @@
+"""Run Freshet's benchmarks and write their sections of BENCHMARKS.md.
+
+``python -m bench.run`` runs every benchmark, ``python -m bench.run ingest`` one of them. Each
+benchmark starts its own servers, prints its table and replaces only its own section of
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from bench import common, ingest
+
+
+def _ingest(args: argparse.Namespace) -> tuple[str, str]:
+    settings = ingest.Settings(profile=args.profile)
+    if args.quick:
+        settings.inserts, settings.updates, settings.seconds = 20_000, 5_000, 5.0
+    result = ingest.run(settings)
+    if result.catchup.profile:
+        print("\nWhere ingest's time went while it streamed the backlog (py-spy):\n")
+        print(result.catchup.profile)
+    return ingest.HEADING, ingest.report(result)
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[str, str]]] = {"ingest": _ingest}
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # Turn SIGTERM into an exception so every started server is stopped on the way out.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"any of {', '.join(BENCHMARKS)}; default: all")
+    parser.add_argument(
+        "--output", type=Path, default=common.RESULTS, help="default: BENCHMARKS.md at the root"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a small smoke run; BENCHMARKS.md is not written"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample ingest with py-spy (on PATH or PY_SPY=path) while it streams the backlog; "
+        "BENCHMARKS.md is not written",
+    )
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    signal.signal(signal.SIGTERM, _terminate)
+    for name in args.names or list(BENCHMARKS):
+        heading, body = BENCHMARKS[name](args)
+        print(f"\n{heading}\n\n{body}")
+        if args.quick or args.profile:
+            print("(--quick/--profile: BENCHMARKS.md not written)")
+        else:
+            common.write_section(heading, body, args.output)
+            print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
