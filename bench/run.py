@@ -22,9 +22,9 @@ def _ingest(args: argparse.Namespace) -> tuple[str, str]:
     if args.quick:
         settings.inserts, settings.updates, settings.seconds = 20_000, 5_000, 5.0
     result = ingest.run(settings)
-    if result.catchup.profile:
-        print("\nWhere ingest's time went while it streamed the backlog (py-spy):\n")
-        print(result.catchup.profile)
+    if result.rounds and result.rounds[0].catchup.profile:
+        print("\nWhere ingest's time went while it streamed the first backlog (py-spy):\n")
+        print(result.rounds[0].catchup.profile)
     return ingest.HEADING, ingest.report(result)
 
 
