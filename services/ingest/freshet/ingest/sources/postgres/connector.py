@@ -251,7 +251,7 @@ class PostgresSource(Source):
                         # the slot does not hold WAL written by other databases or tables.
                         confirmed = max(confirmed or 0, cur.wal_end)
                     if confirmed is not None and confirmed != self._lsn:
-                        cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, reply=False)
+                        cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, force=True)
                         self._lsn = confirmed
                     last_feedback = now
                 if now - last_slot_check >= SLOT_CHECK_INTERVAL_S:
