@@ -86,3 +86,104 @@ class SourceStatus(BaseModel):
     snapshot: SnapshotProgress | None = None
     instance: str = ""
     updated_at_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
+
+
+class ColumnSchema(_Frozen):
+    """One column of a captured table: its name, PostgreSQL type (oid, typmod, ``format_type``)."""
+
+    name: str
+    type_oid: int
+    typmod: int = -1
+    type: str = Field(description="format_type(oid, typmod), e.g. 'numeric(10,2)', 'text[]'.")
+
+
+class TableSchema(_Frozen):
+    """A captured table as ingest publishes it on ``freshet.schemas`` (key ``source.schema.table``).
+
+    Published when a snapshot or a stream starts, and again when a Relation message shows a
+    changed column list.
+    """
+
+    source: str
+    schema_name: str = Field(alias="schema")
+    table: str
+    topic: str
+    columns: tuple[ColumnSchema, ...]
+    primary_key: tuple[str, ...]
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.source}.{self.schema_name}.{self.table}"
+
+
+class SourcePosition(_Frozen):
+    """Ingest's confirmed position of one source on ``freshet.positions`` (key = source name).
+
+    Every change committed at or before ``lsn`` (an integer LSN) has been acknowledged by Kafka,
+    at an offset below ``offsets[topic][partition]`` (the next offset after the last one ingest
+    wrote there). Partitions absent from ``offsets`` hold nothing ingest wrote since it started;
+    readers keep the maximum they have seen per partition.
+    """
+
+    source: str
+    lsn: int
+    ts_ms: int
+    offsets: dict[str, dict[int, int]] = Field(default_factory=dict)
+
+
+class OutputColumn(_Frozen):
+    """A column of a view's rows: its name and PostgreSQL type name (``int8``, ``numeric``...)."""
+
+    name: str
+    type: str
+
+
+class ViewSpec(_Frozen):
+    """Desired state of an incremental materialized view on ``freshet.control.views``.
+
+    Control compiles ``sql`` before writing the record and stores what the compiler derived
+    (``key``, ``columns``, ``tables``) so that serve can build tables without a compiler.
+    Transform compiles ``sql`` again against ``freshet.schemas``.
+    """
+
+    name: Name
+    sql: str
+    key: tuple[str, ...]
+    columns: tuple[OutputColumn, ...]
+    tables: tuple[str, ...] = Field(description="The source tables read, source.schema.table.")
+    generation: int = 1
+
+
+DataflowState = Literal["pending", "loading", "running", "stalled", "error", "stopped"]
+
+
+class NodeCounts(BaseModel):
+    events_in: int = 0
+    events_out: int = 0
+
+
+class DataflowStatus(BaseModel):
+    """Status of a view or a pipeline as transform reports it on ``freshet.status``.
+
+    Key ``view/<name>`` or ``pipeline/<name>``. ``applied`` maps a source name to the LSN (an
+    integer) up to which every change of that source has been applied and its output acknowledged
+    by Kafka; read-your-writes waits on it. ``freshness_ms`` is the time between now and the source
+    commit of the last applied change (0 when caught up with nothing pending).
+    """
+
+    kind: Literal["view", "pipeline"]
+    name: str
+    state: DataflowState
+    reason: str | None = None
+    generation: int = 0
+    applied: dict[str, int] = Field(default_factory=dict)
+    last_commit_ts_ms: int | None = None
+    freshness_ms: int | None = None
+    lag: int = Field(default=0, description="Input messages not yet applied.")
+    nodes: dict[str, NodeCounts] = Field(default_factory=dict)
+    events_in: int = 0
+    events_out: int = 0
+    instance: str = ""
+    updated_at_ms: int = Field(default_factory=lambda: int(time.time() * 1000))

@@ -21,6 +21,15 @@ CONTROL_KEYS = "freshet.control.keys"
 INGEST_OFFSETS = "freshet.ingest.offsets"
 """Ingest's own progress per source (snapshot done, slot), like Kafka Connect's offsets topic."""
 
+SCHEMAS = "freshet.schemas"
+"""Table schemas as ingest sees them: key = ``<source>.<schema>.<table>``, value =
+:class:`~freshet.common.schemas.TableSchema`, compacted. Control validates view SQL against it."""
+
+POSITIONS = "freshet.positions"
+"""Ingest's confirmed position per source: key = source name, value =
+:class:`~freshet.common.schemas.SourcePosition`, compacted. Every change of the source committed
+at or before ``lsn`` is in Kafka below ``offsets``: the watermark for read-your-writes."""
+
 STATUS = "freshet.status"
 """Latest status per component: key = ``<kind>/<name>``, compacted."""
 
@@ -73,6 +82,8 @@ def control_topics(partitions: int) -> list[TopicSpec]:
         TopicSpec(CONTROL_PRODUCTS, partitions, COMPACTED),
         TopicSpec(CONTROL_KEYS, partitions, COMPACTED),
         TopicSpec(INGEST_OFFSETS, partitions, COMPACTED),
+        TopicSpec(SCHEMAS, partitions, COMPACTED),
+        TopicSpec(POSITIONS, partitions, COMPACTED),
         TopicSpec(STATUS, partitions, COMPACTED),
         TopicSpec(METRICS, partitions, {"retention.ms": str(24 * 3600 * 1000)}),
         TopicSpec(SPANS, partitions, {"retention.ms": str(24 * 3600 * 1000)}),
