@@ -127,7 +127,7 @@ def _spec(name: str, generation: int) -> PostgresSourceSpec:
 def test_local_writes_hide_older_records_the_follower_has_not_read_yet():
     # The follower may read a key's earlier records after this replica wrote a newer one (as
     # CompactedTopicView.put_local alone would show); the local write answers until read back.
-    from freshet.control.state import _LocalWrites
+    from freshet.control.store import _LocalWrites
 
     local = _LocalWrites()
     v1, v2 = _spec("a", 1), _spec("a", 2)
@@ -144,7 +144,7 @@ def test_local_writes_hide_older_records_the_follower_has_not_read_yet():
 
 
 def test_a_failed_local_write_is_forgotten():
-    from freshet.control.state import _LocalWrites
+    from freshet.control.store import _LocalWrites
 
     local = _LocalWrites()
     v1, v2 = _spec("a", 1), _spec("a", 2)

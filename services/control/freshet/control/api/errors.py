@@ -2,7 +2,9 @@
 
 Validation errors are answered as FastAPI does (422, ``{"detail": [{"loc", "msg", "type"}]}``)
 but without ``input``, ``ctx`` and ``url``: FastAPI's default echoes the submitted values,
-passwords included.
+passwords included. Refused SQL adds where the problem is (see
+:class:`~freshet.control.exceptions.InvalidSqlError`): ``{"loc": ["body", "sql"], "msg",
+"type": "sql", "position", "line", "column"}``; the message is the compiler's, never the SQL.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ async def _on_validation_error(_request: Request, exc: Exception) -> JSONRespons
 
 async def _on_control_error(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidSpecError):
-        return _unprocessable([{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}])
+        return JSONResponse({"detail": [exc.detail()]}, status_code=422)
     status_code = exc.status_code if isinstance(exc, ControlError) else 500
     return JSONResponse({"detail": str(exc)}, status_code=status_code)
 

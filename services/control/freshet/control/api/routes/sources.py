@@ -13,24 +13,22 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request, Response, status
 
 from freshet.common.schemas import SourceSpec
+from freshet.control.api.responses import COMMON, not_found
 from freshet.control.deps import SecretBoxDep, StateDep
-from freshet.control.exceptions import InvalidSpecError, SourceNotFoundError
+from freshet.control.exceptions import InvalidSpecError
 from freshet.control.models import SourceCreate, SourceList, SourceOut, SourceReplace
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/sources", tags=["sources"])
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing or wrong bearer token."},
-    503: {"description": "Kafka did not acknowledge the change; retry."},
-}
+_NOT_FOUND = not_found("source")
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={**_ERRORS, 409: {"description": "A source of that name exists."}},
+    responses={**COMMON, 409: {"description": "A source of that name exists."}},
 )
 def create_source(
     body: Annotated[SourceCreate, Body()],
@@ -41,30 +39,27 @@ def create_source(
 ) -> SourceOut:
     """Create a source at generation 1; 409 if the name is taken."""
     spec = body.to_spec(body.name, box.encrypt(body.password), generation=1)
-    state.create_source(spec)
+    state.sources.create(spec.name, spec)
     log.info("source %s created (%s:%d/%s)", spec.name, spec.host, spec.port, spec.database)
     response.headers["Location"] = request.url_for("get_source", name=spec.name).path
-    return SourceOut.from_spec(spec, state.get_status(spec.name))
+    return SourceOut.from_spec(spec, state.source_status(spec.name))
 
 
-@router.get("", responses=_ERRORS)
+@router.get("", responses=COMMON)
 def list_sources(state: StateDep) -> SourceList:
     """Every source with its status, sorted by name."""
     return SourceList(
-        sources=[SourceOut.from_spec(s, state.get_status(s.name)) for s in state.list_sources()]
+        sources=[SourceOut.from_spec(s, state.source_status(s.name)) for s in state.sources.specs()]
     )
 
 
-@router.get("/{name}", responses={**_ERRORS, 404: {"description": "No such source."}})
+@router.get("/{name}", responses={**COMMON, **_NOT_FOUND})
 def get_source(name: str, state: StateDep) -> SourceOut:
     """One source with its status (``{"state": "pending"}`` until ingest reports)."""
-    spec = state.get_source(name)
-    if spec is None:
-        raise SourceNotFoundError(name)
-    return SourceOut.from_spec(spec, state.get_status(name))
+    return SourceOut.from_spec(state.sources.require(name), state.source_status(name))
 
 
-@router.put("/{name}", responses={**_ERRORS, 404: {"description": "No such source."}})
+@router.put("/{name}", responses={**COMMON, **_NOT_FOUND})
 def replace_source(
     name: str,
     body: Annotated[SourceReplace, Body()],
@@ -95,18 +90,18 @@ def replace_source(
             )
         return body.to_spec(name, password_encrypted, generation=current.generation + 1)
 
-    spec = state.replace_source(name, build)
+    spec = state.sources.replace(name, build)
     log.info("source %s replaced (generation %d)", name, spec.generation)
-    return SourceOut.from_spec(spec, state.get_status(name))
+    return SourceOut.from_spec(spec, state.source_status(name))
 
 
 @router.delete(
     "/{name}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**_ERRORS, 404: {"description": "No such source."}},
+    responses={**COMMON, **_NOT_FOUND},
 )
 def delete_source(name: str, state: StateDep) -> Response:
     """Delete a source (a tombstone on the desired-state topic); ingest then stops it."""
-    state.delete_source(name)
+    state.sources.delete(name)
     log.info("source %s deleted", name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
