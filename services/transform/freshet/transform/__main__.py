@@ -10,8 +10,9 @@ import socket
 
 from freshet.common.observability import configure_logging
 from freshet.common.telemetry import setup_tracing
-from freshet.transform.app import create_app
+from freshet.transform.app import attach_service, create_app
 from freshet.transform.config import TransformSettings
+from freshet.transform.service import TransformService
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
     )
     settings.transform_data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
+    attach_service(app, TransformService(settings, instance))
     worker = app.Worker(loglevel=settings.log_level.lower(), quiet=True)
     try:
         worker.execute_from_commandline()

@@ -1,19 +1,27 @@
-"""The transform worker: a faust-streaming app with ``/health`` and ``/metrics``.
+"""The transform worker: a faust-streaming app that hosts the views' reconciler.
 
-Pipelines and views come later; this module only builds an app that joins its consumer group on
-the configured broker and serves its health and metrics. The broker timings are the ones Tansu
-needs (see DESIGN.md): a session of 6 s and a 1 s heartbeat.
+Faust runs the worker: its lifecycle and signals, the web server with ``/health`` and
+``/metrics``. The views themselves run in :class:`~freshet.transform.service.TransformService`
+on confluent-kafka consumers with offsets kept in the views' durable store, not in faust agents
+and tables: on the embedded broker faust's exactly-once needs transactions it lacks, and its
+table recovery can stop short of a changelog's end (DESIGN.md). The broker timings are the ones
+Tansu needs: a session of 6 s and a 1 s heartbeat.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import asyncio
+import threading
+
 import faust
 from faust.web import Request, Response, View
+from mode import Service
 from prometheus_client import generate_latest
 
 from freshet.transform.config import TransformSettings
+from freshet.transform.service import TransformService
 
 BROKER_SESSION_TIMEOUT_S = 6
 BROKER_HEARTBEAT_INTERVAL_S = 1
@@ -22,10 +30,33 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 class HealthView(View):
-    """``GET /health``: 200 with ``{"status": "ok"}`` while the worker's web server runs."""
+    """``GET /health``: 200 with the views this worker runs while its reconciler is alive."""
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
-        return self.json({"status": "ok"})
+        service: TransformService | None = getattr(self.app, "freshet_service", None)
+        if service is None:
+            return self.json({"status": "ok"})
+        alive, detail = service.health()
+        return self.json({"status": "ok" if alive else "down", **detail}, status=200 if alive else 503)
+
+
+class ReconcilerService(Service):
+    """Runs the :class:`TransformService` in a thread for as long as the faust worker runs."""
+
+    def __init__(self, service: TransformService, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._service = service
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._service.run, args=(self._stop,), name="reconciler", daemon=True
+        )
+
+    async def on_start(self) -> None:
+        self._thread.start()
+
+    async def on_stop(self) -> None:
+        self._stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 60)
 
 
 class MetricsView(View):
@@ -62,3 +93,9 @@ def create_app(settings: TransformSettings) -> faust.App:
     app.page("/health")(HealthView)
     app.page("/metrics")(MetricsView)
     return app
+
+
+def attach_service(app: faust.App, service: TransformService) -> None:
+    """Run ``service`` with the worker: started after faust starts, stopped before it stops."""
+    app.freshet_service = service  # type: ignore[attr-defined]
+    app.service(ReconcilerService(service))  # type: ignore[arg-type]

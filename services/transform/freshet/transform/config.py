@@ -18,4 +18,14 @@ class TransformSettings(CommonSettings):
         description="Faust's data directory (created if missing); relative to the working "
         "directory.",
     )
-    redis_url: str = "redis://127.0.0.1:6380/0"
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6380/0",
+        description="The durable store of views' state and consumed offsets.",
+    )
+    transform_retry_initial_s: float = 1.0
+    transform_retry_max_s: float = 60.0
+    transform_stall_after_s: float = Field(
+        default=30.0,
+        description="A view whose inputs have changes but that applied none for this long is "
+        "reported stalled.",
+    )

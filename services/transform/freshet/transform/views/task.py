@@ -1,0 +1,330 @@
+"""One view at work: consume its tables' change topics, maintain it, write its topic.
+
+A batch is: poll what the inputs have (sorted by source position, so a multi-table transaction
+is applied together), apply it to the :class:`~freshet.transform.views.engine.ViewEngine`,
+write the changed view rows and wait for the broker's acknowledgement, then commit the changed
+base rows and the consumed offsets to the :class:`~freshet.transform.store.Store` in one
+transaction. A crash before the commit replays the batch from the old offsets against the old
+state: the same rows are written again (the view topic is keyed, so that is idempotent). Events
+that ingest itself sent twice are recognised by their position and skipped by the engine.
+
+The task also follows ``freshet.positions`` to know, per source, the LSN up to which every change
+has been applied (:class:`Frontier`), and reports it in its status and in the
+``freshet.applied`` header of every record it writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError as CKafkaError, Message, Producer
+from confluent_kafka import TopicPartition as TP
+from pydantic import ValidationError
+
+from freshet.common import topics
+from freshet.common.exceptions import KafkaError
+from freshet.common.kafka import consumer_config, ensure_topics, partitions_of, producer_config
+from freshet.common.schemas import DataflowStatus, NodeCounts, SourcePosition, ViewSpec
+from freshet.common.sql.views import ViewPlan
+from freshet.common.topics import COMPACTED, TopicSpec
+from freshet.transform.config import TransformSettings
+from freshet.transform.store import Store
+from freshet.transform.views.engine import ViewEngine, dump_row, event_position, load_row
+
+log = logging.getLogger(__name__)
+
+APPLIED_HEADER = "freshet.applied"
+"""JSON ``{source: lsn}``: every change of the source up to ``lsn`` is reflected in the view."""
+
+MAX_BATCH = 5000
+
+
+class Frontier:
+    """Per source, the LSN up to which a consumer has everything, from ``freshet.positions``.
+
+    Ingest publishes ``(lsn, offsets)``: every change committed at or before ``lsn`` lies below
+    ``offsets`` in its partition. Once the consumed offsets of all the partitions this task reads
+    reach those offsets, ``lsn`` is applied.
+    """
+
+    def __init__(self, partitions: dict[str, list[tuple[str, int]]]) -> None:
+        self._partitions = partitions  # source -> the (topic, partition) pairs read
+        self._required: dict[str, dict[tuple[str, int], int]] = {s: {} for s in partitions}
+        self._queue: dict[str, deque[tuple[int, dict[tuple[str, int], int]]]] = {
+            s: deque() for s in partitions
+        }
+        self.applied: dict[str, int] = {}
+
+    def note(self, position: SourcePosition) -> None:
+        source = position.source
+        if source not in self._partitions:
+            return
+        required = self._required[source]
+        for topic, parts in position.offsets.items():
+            for partition, offset in parts.items():
+                tp = (topic, int(partition))
+                if offset > required.get(tp, 0):
+                    required[tp] = offset
+        queue = self._queue[source]
+        if queue and queue[-1][0] >= position.lsn:
+            return
+        if position.lsn <= self.applied.get(source, -1):
+            return
+        wanted = {tp: required[tp] for tp in self._partitions[source] if tp in required}
+        queue.append((position.lsn, wanted))
+
+    def advance(self, consumed: dict[tuple[str, int], int]) -> dict[str, int]:
+        """Move past every position the ``consumed`` offsets satisfy; returns the applied LSNs."""
+        for source, queue in self._queue.items():
+            while queue and all(consumed.get(tp, 0) >= off for tp, off in queue[0][1].items()):
+                lsn, _ = queue.popleft()
+                self.applied[source] = lsn
+        return dict(self.applied)
+
+    def pending(self) -> bool:
+        return any(self._queue.values())
+
+
+class ViewTask:
+    """Runs one view until ``stop`` is set; raises on a failure (the service retries)."""
+
+    def __init__(
+        self,
+        spec: ViewSpec,
+        plan: ViewPlan,
+        settings: TransformSettings,
+        store: Store,
+        publish_status: Callable[[DataflowStatus], None],
+        instance: str,
+    ) -> None:
+        self.spec = spec
+        self.plan = plan
+        self._settings = settings
+        self._store = store
+        self._publish = publish_status
+        self._instance = instance
+        self.engine = ViewEngine(plan)
+        self.state = "loading"
+        self.events_out = 0
+        self.lag = 0
+        self.last_progress = time.monotonic()
+        self._consumed: dict[tuple[str, int], int] = {}
+        self._topic = topics.view_topic(spec.name)
+        self._delivery_error: Any = None
+        self._last_status = 0.0
+        self._frontier: Frontier | None = None
+
+    # --- status ---------------------------------------------------------------------------
+
+    def status(self, state: str | None = None, reason: str | None = None) -> DataflowStatus:
+        engine = self.engine
+        now_ms = int(time.time() * 1000)
+        freshness = None
+        if engine.last_commit_ts_ms is not None:
+            freshness = 0 if self.lag == 0 else max(now_ms - engine.last_commit_ts_ms, 0)
+        nodes = {f"input:{i.alias}": NodeCounts() for i in self.plan.inputs}
+        for table in engine.tables.values():
+            for index in table.inputs:
+                nodes[f"input:{self.plan.inputs[index].alias}"] = NodeCounts(
+                    events_in=table_events(engine, table.qualified),
+                    events_out=table_events(engine, table.qualified),
+                )
+        nodes["output"] = NodeCounts(events_in=engine.events_in, events_out=self.events_out)
+        return DataflowStatus(
+            kind="view",
+            name=self.spec.name,
+            state=state or self.state,  # type: ignore[arg-type]
+            reason=reason,
+            generation=self.spec.generation,
+            applied=dict(self._frontier.applied) if self._frontier else {},
+            last_commit_ts_ms=engine.last_commit_ts_ms,
+            freshness_ms=freshness,
+            lag=self.lag,
+            nodes=nodes,
+            events_in=engine.events_in,
+            events_out=self.events_out,
+            instance=self._instance,
+        )
+
+    def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_status >= 1.0:
+            self._last_status = now
+            self._publish(self.status())
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        settings = self._settings
+        plan = self.plan
+        specs = [TopicSpec(t.topic, settings.topic_partitions) for t in self.engine.tables.values()]
+        specs.append(TopicSpec(self._topic, settings.topic_partitions, COMPACTED))
+        ensure_topics(settings.kafka_bootstrap, specs)
+        producer = Producer(producer_config(settings.kafka_bootstrap, **{"linger.ms": 1}))
+        consumer = Consumer(
+            consumer_config(settings.kafka_bootstrap, f"freshet-view-{self.spec.name}-assigned")
+        )
+        try:
+            self._start(consumer, producer)
+            self.state = "running"
+            self._report(force=True)
+            while not stop.is_set():
+                self._batch(consumer, producer)
+        finally:
+            consumer.close()
+            producer.flush(10)
+        log.info("view %s stopped", plan.name)
+
+    def _start(self, consumer: Consumer, producer: Producer) -> None:
+        store = self._store
+        store.claim()
+        fresh = not store.exists()
+        truncated = store.meta("t")
+        for qualified in self.engine.tables:
+            rows = ((pk, *load_row(raw)) for pk, raw in store.rows(qualified))
+            mark = truncated.get(qualified)
+            self.engine.load(
+                qualified,
+                rows,  # type: ignore[arg-type]
+                tuple(orjson.loads(mark)) if mark else None,  # type: ignore[arg-type]
+            )
+        initial = self.engine.drain()
+        self._consumed = store.offsets()
+        assignment: list[TP] = []
+        by_source: dict[str, list[tuple[str, int]]] = {}
+        for table in self.engine.tables.values():
+            for p in partitions_of(consumer, table.topic):
+                tp = (table.topic, p)
+                by_source.setdefault(table.source, []).append(tp)
+                assignment.append(TP(table.topic, p, self._consumed.get(tp, OFFSET_BEGINNING)))
+        for p in partitions_of(consumer, topics.POSITIONS):
+            assignment.append(TP(topics.POSITIONS, p, OFFSET_BEGINNING))
+        self._frontier = Frontier(by_source)
+        consumer.assign(assignment)
+        if fresh:
+            # A new view: write its first rows (an aggregate over no rows has one) and claim the
+            # store as created, so a restart does not write them again.
+            self._produce(producer, initial)
+            store.commit({}, {})
+        log.info(
+            "view %s loaded %d rows of %d tables; consuming %d partitions",
+            self.spec.name,
+            sum(len(t.rows) for t in self.engine.tables.values()),
+            len(self.engine.tables),
+            len(assignment),
+        )
+
+    def _batch(self, consumer: Consumer, producer: Producer) -> None:
+        first = consumer.poll(0.1)
+        messages = [first] if first is not None else []
+        if first is not None:
+            messages.extend(consumer.consume(MAX_BATCH - 1, timeout=0))
+        frontier = self._frontier
+        assert frontier is not None
+        data: list[tuple[tuple[int, int], str, bytes | None, dict[str, Any]]] = []
+        consumed = dict(self._consumed)
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == CKafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaError(f"consuming {msg.topic()}: {err}")
+            topic = msg.topic() or ""
+            if topic == topics.POSITIONS:
+                self._note_position(msg)
+                continue
+            consumed[(topic, msg.partition() or 0)] = (msg.offset() or 0) + 1
+            raw = msg.value()
+            if raw is None:
+                continue  # a tombstone after a delete: compaction's, not ours
+            value = orjson.loads(raw)
+            data.append((event_position(value), topic, msg.key(), value))
+        if data:
+            data.sort(key=lambda d: d[0])
+            engine = self.engine
+            for _pos, topic, key, value in data:
+                engine.apply(topic, key, value)
+        changed = consumed != self._consumed
+        if changed:
+            applied_before = dict(frontier.applied)
+            applied = frontier.advance(consumed)
+            outputs = self.engine.drain()
+            self._produce(producer, outputs, applied)
+            dirty = self.engine.take_dirty()
+            rows = {
+                table: {pk: dump_row(pos, row) for pk, (pos, row) in changes.items()}
+                for table, changes in dirty.items()
+            }
+            meta = {
+                f"t:{t.qualified}": orjson.dumps(list(t.truncated))
+                for t in self.engine.tables.values()
+                if t.truncated is not None and t.qualified in dirty
+            }
+            self._store.commit(rows, {tp: o for tp, o in consumed.items() if self._consumed.get(tp) != o}, meta)
+            self._consumed = consumed
+            self.last_progress = time.monotonic()
+            self._update_lag(consumer)
+            self._report(force=applied != applied_before)
+        else:
+            before = dict(frontier.applied)
+            after = frontier.advance(self._consumed)
+            self._update_lag(consumer)
+            self._report(force=after != before)
+
+    def _note_position(self, msg: Message) -> None:
+        raw = msg.value()
+        if raw is None or self._frontier is None:
+            return
+        try:
+            self._frontier.note(SourcePosition.model_validate_json(raw))
+        except ValidationError:
+            log.warning("skipping an unreadable record on %s", topics.POSITIONS)
+
+    def _update_lag(self, consumer: Consumer) -> None:
+        lag = 0
+        for (topic, partition), offset in self._consumed.items():
+            _low, high = consumer.get_watermark_offsets(TP(topic, partition), cached=True)
+            if high > offset:
+                lag += high - offset
+        self.lag = lag
+
+    def _produce(
+        self,
+        producer: Producer,
+        outputs: list[tuple[bytes, bytes | None]],
+        applied: dict[str, int] | None = None,
+    ) -> None:
+        if not outputs:
+            return
+        headers = [(APPLIED_HEADER, orjson.dumps(applied or {}))]
+        for key, value in outputs:
+            while True:
+                try:
+                    producer.produce(
+                        self._topic, key=key, value=value, headers=headers, on_delivery=self._delivered
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        remaining = producer.flush(30)
+        if remaining:
+            raise KafkaError(f"{remaining} rows of view {self.spec.name} were not acknowledged")
+        if self._delivery_error is not None:
+            err, self._delivery_error = self._delivery_error, None
+            raise KafkaError(f"writing view {self.spec.name} failed: {err}")
+        self.events_out += len(outputs)
+
+    def _delivered(self, err: Any, _msg: Message) -> None:
+        if err is not None and self._delivery_error is None:
+            self._delivery_error = err
+
+
+def table_events(engine: ViewEngine, qualified: str) -> int:
+    """How many rows of the table the engine holds (live rows), for the per-node counts."""
+    return sum(1 for _pos, row in engine.tables[qualified].rows.values() if row is not None)
