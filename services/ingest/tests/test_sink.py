@@ -33,9 +33,32 @@ def batch(sink: KafkaSink, position: int | None, events: int) -> _Batch:
     return current
 
 
-def ack(sink: KafkaSink, b: _Batch, n: int = 1, err: KafkaError | None = None) -> None:
-    for _ in range(n):
-        sink._delivered(b, err, None)  # type: ignore[arg-type]
+class _Acked:
+    """What the producer hands a delivery callback: the event's topic, partition and offset."""
+
+    def __init__(self, topic: str, partition: int, offset: int | None) -> None:
+        self._where = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int | None:
+        return self._where[2]
+
+
+def ack(
+    sink: KafkaSink,
+    b: _Batch,
+    n: int = 1,
+    err: KafkaError | None = None,
+    where: tuple[str, int, int] = ("topic", 0, 0),
+) -> None:
+    topic, partition, offset = where
+    for i in range(n):
+        b.delivered(err, _Acked(topic, partition, offset + i))  # type: ignore[arg-type]
 
 
 def test_nothing_is_confirmed_before_acknowledgement(sink):
@@ -163,3 +186,41 @@ def test_counts_events_and_bytes(sink):
     sink.end(1)
     assert sink.events == 3
     assert sink.bytes == len(b"keyvalue") + len(b"key") + len(b"v")
+
+
+def test_acked_offsets_are_the_next_offset_after_the_highest_acknowledged(sink):
+    b1 = batch(sink, 100, 4)
+    assert sink.acked_offsets() == {}
+    ack(sink, b1, 2, where=("a", 0, 10))  # offsets 10, 11
+    ack(sink, b1, 1, where=("a", 2, 5))
+    ack(sink, b1, 1, where=("b", 0, 0))
+    assert sink.poll(0) == 100
+    assert sink.acked_offsets() == {"a": {0: 12, 2: 6}, "b": {0: 1}}
+    b2 = batch(sink, 200, 1)
+    ack(sink, b2, 1, where=("a", 0, 3))  # a lower offset never lowers the watermark
+    assert sink.acked_offsets()["a"][0] == 12
+
+
+def test_failed_events_do_not_count_as_acknowledged(sink):
+    b = batch(sink, 100, 1)
+    ack(sink, b, err=KafkaError(KafkaError._MSG_TIMED_OUT), where=("a", 0, 7))
+    assert sink.acked_offsets() == {}
+
+
+def test_acked_offsets_carry_over_to_the_next_sink_of_a_source(sink):
+    b = batch(sink, 100, 1)
+    ack(sink, b, where=("a", 1, 41))
+    following = KafkaSink("127.0.0.1:1", previous=sink, log_level=0)
+    try:
+        assert following.acked_offsets() == {"a": {1: 42}}
+        assert following.confirmed is None and following.idle
+    finally:
+        following._producer.purge()
+
+
+def test_an_acknowledgement_without_offset_makes_offsets_unknown(sink):
+    b = batch(sink, 100, 1)
+    assert not sink.offsets_unknown
+    b.delivered(None, _Acked("a", 0, -1001))  # type: ignore[arg-type]
+    assert sink.offsets_unknown
+    assert sink.acked_offsets() == {}

@@ -6,12 +6,18 @@ reported to the source (``send_feedback``), so a crash at any moment loses nothi
 replays everything after the last confirmed position (at-least-once; consumers see the
 replayed events again, in the same order per key). A failed delivery is fatal for the stream:
 :meth:`KafkaSink.check` raises and the connector restarts from the confirmed position.
+
+The sink also keeps, per topic-partition, the highest offset the broker acknowledged (see
+:meth:`KafkaSink.acked_offsets`). When :meth:`KafkaSink.poll` returns a confirmed position,
+every event before it was acknowledged at or below those offsets: that is the watermark a
+:class:`~freshet.common.schemas.SourcePosition` publishes.
 """
 
 from __future__ import annotations
 
-import functools
+import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError as ConfluentKafkaError
@@ -21,33 +27,58 @@ from freshet.common.kafka import produce_sync, producer_config
 from freshet.common.telemetry import Headers
 from freshet.ingest.exceptions import DeliveryFailed
 
+log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[ConfluentKafkaError | None, Message], None]
+
 
 class _Batch:
-    """Events produced for one source position (a transaction, or a snapshot)."""
+    """Events produced for one source position (a transaction, or a snapshot).
 
-    __slots__ = ("closed", "position", "remaining")
+    Its bound :meth:`delivered` is the delivery callback of every event of the batch: one
+    callable per batch rather than one per event.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("closed", "position", "remaining", "sink")
+
+    def __init__(self, sink: KafkaSink) -> None:
+        self.sink = sink
         self.remaining = 0
         self.closed = False
         self.position: int | None = None
 
+    def delivered(self, err: ConfluentKafkaError | None, msg: Message) -> None:
+        self.remaining -= 1
+        if err is None:
+            self.sink.acked(msg.topic(), msg.partition(), msg.offset())
+        else:
+            self.sink.failed(err)
+
 
 class KafkaSink:
-    """An idempotent producer that tracks acknowledgements per source position."""
+    """An idempotent producer that tracks acknowledgements per source position.
 
-    def __init__(self, bootstrap: str, **overrides: Any) -> None:
+    ``acked_offsets`` is carried over from ``previous`` (a sink of the same source that ended),
+    so the offsets a source reports stay cumulative across restarts of its stream.
+    """
+
+    def __init__(self, bootstrap: str, previous: KafkaSink | None = None, **overrides: Any) -> None:
         self._producer = Producer(producer_config(bootstrap, **overrides))
+        self._produce = self._producer.produce
         self._batches: deque[_Batch] = deque()
         self._current: _Batch | None = None
+        self._callback: DeliveryCallback | None = None
         self._error: ConfluentKafkaError | None = None
+        self._acked: dict[tuple[str, int], int] = dict(previous._acked) if previous else {}
+        self.offsets_unknown = False
         self.confirmed: int | None = None
         self.events = 0
         self.bytes = 0
 
     def begin(self) -> None:
         """Start the events of a new position; :meth:`end` closes it."""
-        self._current = _Batch()
+        self._current = _Batch(self)
+        self._callback = self._current.delivered
         self._batches.append(self._current)
 
     def send(
@@ -57,13 +88,16 @@ class KafkaSink:
         if batch is None:
             raise RuntimeError("send() outside begin()/end()")
         batch.remaining += 1
-        callback = functools.partial(self._delivered, batch)
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
-                break
-            except BufferError:
+        try:
+            self._produce(topic, value, key, headers=headers, on_delivery=self._callback)
+        except BufferError:
+            while True:
                 self._producer.poll(0.05)
+                try:
+                    self._produce(topic, value, key, headers=headers, on_delivery=self._callback)
+                    break
+                except BufferError:
+                    continue
         self.events += 1
         self.bytes += len(value or b"") + len(key or b"")
 
@@ -74,11 +108,29 @@ class KafkaSink:
         self._current.position = position
         self._current.closed = True
         self._current = None
+        self._callback = None
 
-    def _delivered(self, batch: _Batch, err: ConfluentKafkaError | None, _msg: Message) -> None:
-        if err is not None and self._error is None:
+    def acked(self, topic: str | None, partition: int | None, offset: int | None) -> None:
+        """Record the broker's acknowledgement of an event at ``offset``."""
+        key = (topic or "", partition or 0)
+        if offset is not None and offset > self._acked.get(key, -1):
+            self._acked[key] = offset
+        elif (offset is None or offset < 0) and not self.offsets_unknown:
+            # No broker Freshet supports does this; without offsets no watermark can be given.
+            log.error("the broker acknowledged an event on %s without an offset", key)
+            self.offsets_unknown = True
+
+    def failed(self, err: ConfluentKafkaError) -> None:
+        """Record a failed delivery; the next :meth:`poll` or :meth:`check` raises."""
+        if self._error is None:
             self._error = err
-        batch.remaining -= 1
+
+    def acked_offsets(self) -> dict[str, dict[int, int]]:
+        """Per topic and partition, the offset after the last one the broker acknowledged."""
+        out: dict[str, dict[int, int]] = {}
+        for (topic, partition), offset in self._acked.items():
+            out.setdefault(topic, {})[partition] = offset + 1
+        return out
 
     def poll(self, timeout: float = 0.0) -> int | None:
         """Serve delivery reports; return the newest confirmed position (or ``None``)."""
@@ -109,6 +161,17 @@ class KafkaSink:
             raise DeliveryFailed(
                 f"Kafka did not acknowledge {left} change events within {timeout:.0f}s"
             )
+
+    def produce_control(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """Produce a record outside position tracking without waiting (schemas, positions).
+
+        A failed delivery makes the sink fail like a failed change event does.
+        """
+        self._producer.produce(topic, value, key, on_delivery=self._control_delivered)
+
+    def _control_delivered(self, err: ConfluentKafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.failed(err)
 
     def produce_raw(self, topic: str, key: bytes, value: bytes | None) -> None:
         """Produce a record outside position tracking (status, offsets) and wait for it."""

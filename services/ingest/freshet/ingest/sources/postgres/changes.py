@@ -69,7 +69,7 @@ def table_from(source: str, rel: Relation | None, meta: TableMeta) -> Table:
     if rel is not None:
         cols = [(c.name, c.type_oid, c.typmod) for c in rel.columns]
     else:
-        cols = list(meta.columns)
+        cols = [(c.name, c.type_oid, c.typmod) for c in meta.columns]
     names = tuple(c[0] for c in cols)
     return Table(
         topic=topics.cdc_topic(source, meta.schema, meta.name),
@@ -96,7 +96,8 @@ class ChangeWriter:
     """The pgoutput handler: builds change events and hands them to the :class:`KafkaSink`.
 
     ``lookup(relid)`` returns the catalog metadata of a relation (its primary key above all);
-    ``ensure_topic(name)`` makes sure a topic exists before the first event goes to it.
+    ``ensure_topic(name)`` makes sure a topic exists before the first event goes to it;
+    ``on_relation(rel, meta)`` sees every Relation message (the stream's column list).
     """
 
     def __init__(
@@ -107,12 +108,14 @@ class ChangeWriter:
         lookup: Callable[[int], TableMeta],
         ensure_topic: Callable[[str], None],
         spool_dir: Path,
+        on_relation: Callable[[Relation, TableMeta], None] | None = None,
     ) -> None:
         self._source = source
         self._db = database
         self._sink = sink
         self._lookup = lookup
         self._ensure_topic = ensure_topic
+        self._on_relation = on_relation
         self._tables: dict[int, Table] = {}
         self._spool = _Spool(spool_dir)
         self._xid: int | None = None
@@ -162,6 +165,8 @@ class ChangeWriter:
         table = table_from(self._source, rel, meta)
         self._ensure_topic(table.topic)
         self._tables[rel.relid] = table
+        if self._on_relation is not None:
+            self._on_relation(rel, meta)
 
     def _table(self, relid: int) -> Table:
         table = self._tables.get(relid)

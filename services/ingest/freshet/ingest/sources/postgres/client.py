@@ -9,7 +9,7 @@ one text form. Identifiers are composed with ``psycopg.sql``, never concatenated
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import psycopg2
@@ -22,6 +22,15 @@ from freshet.common.schemas import PostgresSourceSpec
 from freshet.ingest.sources.postgres.values import SESSION_OPTIONS
 
 
+class ColumnMeta(NamedTuple):
+    """A column as the catalog describes it; ``type`` is ``format_type(oid, typmod)``."""
+
+    name: str
+    type_oid: int
+    typmod: int
+    type: str
+
+
 @dataclass(frozen=True)
 class TableMeta:
     """A captured table as the catalog describes it."""
@@ -29,7 +38,7 @@ class TableMeta:
     oid: int
     schema: str
     name: str
-    columns: tuple[tuple[str, int, int], ...]  # (name, type oid, typmod), in attnum order
+    columns: tuple[ColumnMeta, ...]  # in attnum order, without dropped or generated columns
     primary_key: tuple[str, ...]
     replica_identity: str
     estimated_rows: int
@@ -136,7 +145,8 @@ def table_meta_by_oid(
             raise LookupError(f"relation {oid} does not exist")
         schema, name, identity, estimate = row
     columns = conn.execute(
-        "SELECT attname, atttypid::int, atttypmod FROM pg_attribute WHERE attrelid = %s "
+        "SELECT attname, atttypid::int, atttypmod, format_type(atttypid, atttypmod) "
+        "FROM pg_attribute WHERE attrelid = %s "
         "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
         (oid,),
     ).fetchall()
@@ -150,11 +160,23 @@ def table_meta_by_oid(
         oid=oid,
         schema=schema,
         name=name,
-        columns=tuple((c[0], c[1], c[2]) for c in columns),
+        columns=tuple(ColumnMeta(c[0], c[1], c[2], c[3]) for c in columns),
         primary_key=tuple(p[0] for p in pk),
         replica_identity=identity,
         estimated_rows=max(int(estimate or 0), 0),
     )
+
+
+def format_types(conn: psycopg.Connection[Any], types: list[tuple[int, int]]) -> list[str]:
+    """``format_type(oid, typmod)`` of each ``(oid, typmod)``, in order."""
+    if not types:
+        return []
+    rows = conn.execute(
+        "SELECT format_type(t.oid, t.typmod) FROM unnest(%s::oid[], %s::int4[]) "
+        "WITH ORDINALITY AS t(oid, typmod, n) ORDER BY t.n",
+        ([oid for oid, _ in types], [typmod for _, typmod in types]),
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 @dataclass(frozen=True)

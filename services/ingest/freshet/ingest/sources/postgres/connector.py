@@ -8,6 +8,10 @@ Pipeline (see :mod:`freshet.ingest.sources.base` for the guarantees):
    snapshot, snapshot the tables in it, flush, record the snapshot as done;
 3. stream pgoutput v2 (``streaming=on``), producing events as they are decoded and confirming
    a transaction's end LSN to the slot only once Kafka acknowledged all its events.
+
+Table schemas go to ``freshet.schemas`` when the snapshot or the stream starts and when a
+Relation message shows a changed column list; every confirmed LSN (at most every 50 ms) goes
+to ``freshet.positions`` with the offsets that cover it (see :mod:`freshet.ingest.metadata`).
 """
 
 from __future__ import annotations
@@ -22,23 +26,37 @@ import psycopg
 import psycopg2
 from pydantic import SecretStr
 
-from freshet.common import events
+from freshet.common import events, topics
 from freshet.common.kafka import ensure_topics
-from freshet.common.schemas import PostgresSourceSpec, SnapshotProgress, SourceStatus
+from freshet.common.schemas import (
+    ColumnSchema,
+    PostgresSourceSpec,
+    SnapshotProgress,
+    SourceStatus,
+    TableSchema,
+)
 from freshet.common.topics import TopicSpec
 from freshet.ingest.config import IngestSettings
 from freshet.ingest.exceptions import SlotInvalidated, SourceError
+from freshet.ingest.metadata import (
+    POSITION_INTERVAL_S,
+    PositionPublisher,
+    SchemaPublisher,
+    ensure_metadata_topics,
+)
 from freshet.ingest.offsets import OffsetStore, capture_hash
 from freshet.ingest.sink import KafkaSink
 from freshet.ingest.sources.base import Source
 from freshet.ingest.sources.postgres import client
 from freshet.ingest.sources.postgres.changes import ChangeWriter
-from freshet.ingest.sources.postgres.pgoutput import Decoder
+from freshet.ingest.sources.postgres.client import TableMeta
+from freshet.ingest.sources.postgres.pgoutput import Decoder, Relation
 from freshet.ingest.sources.postgres.snapshot import SnapshotInterrupted, run_snapshot
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_INTERVAL_S = 0.2
+CONFIRM_INTERVAL_S = POSITION_INTERVAL_S
+"""While changes stream in, acknowledgements are collected and confirmed this often."""
 SLOT_CHECK_INTERVAL_S = 5.0
 
 
@@ -61,6 +79,9 @@ class PostgresSource(Source):
         self._progress: SnapshotProgress | None = None
         self._known_topics: set[str] = set()
         self._sink: KafkaSink | None = None
+        self._last_sink: KafkaSink | None = None
+        self._schemas = SchemaPublisher()
+        self._positions = PositionPublisher(spec.name)
 
     # --- status ------------------------------------------------------------------------------
 
@@ -89,10 +110,15 @@ class PostgresSource(Source):
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        sink = KafkaSink(self._settings.kafka_bootstrap)
+        sink = KafkaSink(self._settings.kafka_bootstrap, previous=self._last_sink)
         self._sink = sink
+        self._schemas.reset()
         repl = None
         try:
+            if not self._known_topics:
+                ensure_metadata_topics(
+                    self._settings.kafka_bootstrap, self._settings.topic_partitions
+                )
             with client.catalog_connect(self.spec, self._password) as catalog:
                 missing = client.missing_tables(catalog, self.spec)
                 if missing:
@@ -110,6 +136,7 @@ class PostgresSource(Source):
             self._events += sink.events
             self._bytes += sink.bytes
             self._sink = None
+            self._last_sink = sink
             if repl is not None:
                 repl.close()
             sink.close()
@@ -162,6 +189,7 @@ class PostgresSource(Source):
             self._set_state("snapshotting")
             self._progress = SnapshotProgress()
             tables = client.published_tables(catalog, self.spec.publication_name)
+            self._publish_schemas(sink, tables)
             try:
                 rows = run_snapshot(
                     self.spec,
@@ -178,6 +206,8 @@ class PostgresSource(Source):
             except SnapshotInterrupted:
                 return
             sink.flush()
+            # Every 'r' event reflects commits before the consistent point and is acknowledged.
+            self._positions.publish(sink, point, force=True)
             log.info(
                 "source %s: snapshot of %d rows in %d tables done at %s",
                 self.spec.name,
@@ -196,6 +226,58 @@ class PostgresSource(Source):
             },
         )
 
+    def _publish_schemas(self, sink: KafkaSink, tables: list[TableMeta]) -> None:
+        for meta in tables:
+            self._schemas.publish(
+                sink,
+                self._table_schema(
+                    meta, [(c.name, c.type_oid, c.typmod, c.type) for c in meta.columns]
+                ),
+            )
+
+    def _table_schema(
+        self, meta: TableMeta, columns: list[tuple[str, int, int, str]]
+    ) -> TableSchema:
+        names = {c[0] for c in columns}
+        return TableSchema(
+            source=self.spec.name,
+            schema_name=meta.schema,
+            table=meta.name,
+            topic=topics.cdc_topic(self.spec.name, meta.schema, meta.name),
+            columns=tuple(
+                ColumnSchema(name=name, type_oid=oid, typmod=typmod, type=type_text)
+                for name, oid, typmod, type_text in columns
+            ),
+            primary_key=tuple(k for k in meta.primary_key if k in names),
+        )
+
+    def _relation_seen(
+        self, sink: KafkaSink, catalog: psycopg.Connection[Any], rel: Relation, meta: TableMeta
+    ) -> None:
+        """Republish a table's schema when the stream shows a changed column list.
+
+        The columns are the Relation message's (the stream's view of the table, which can be
+        older than the catalog while a backlog is read), typed with ``format_type``.
+        """
+        columns = [(c.name, c.type_oid, c.typmod) for c in rel.columns]
+        names = {c[0] for c in columns}
+        primary_key = tuple(k for k in meta.primary_key if k in names)
+        qualified = f"{self.spec.name}.{meta.schema}.{meta.name}"
+        if self._schemas.unchanged(qualified, columns, primary_key):
+            return
+        types = client.format_types(catalog, [(oid, typmod) for _, oid, typmod in columns])
+        self._schemas.publish(
+            sink,
+            self._table_schema(meta, [(*c, t) for c, t in zip(columns, types, strict=True)]),
+        )
+
+    def _confirm(self, cur: Any, sink: KafkaSink, confirmed: int) -> None:
+        """Tell the slot ``confirmed`` (every event before it is acknowledged) and publish it."""
+        if confirmed != self._lsn:
+            cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, force=True)
+            self._lsn = confirmed
+        self._positions.publish(sink, confirmed)
+
     def _ensure_topic(self, topic: str) -> None:
         if topic not in self._known_topics:
             ensure_topics(
@@ -213,6 +295,7 @@ class PostgresSource(Source):
             lambda relid: client.table_meta_by_oid(catalog, relid),
             self._ensure_topic,
             self._settings.ingest_spool_dir / self.spec.name,
+            lambda rel, meta: self._relation_seen(sink, catalog, rel, meta),
         )
         decoder = Decoder(writer)
         cur = repl.cursor()
@@ -231,9 +314,10 @@ class PostgresSource(Source):
             if "can no longer get changes" in str(exc) or "invalidated" in str(exc):
                 raise SlotInvalidated(self._invalidated_reason()) from exc
             raise
+        self._publish_schemas(sink, client.published_tables(catalog, self.spec.publication_name))
         self._set_state("streaming")
         self._progress = None
-        last_feedback = last_slot_check = 0.0
+        last_confirm = last_slot_check = 0.0
         sent = 0
         try:
             while not stop.is_set():
@@ -244,27 +328,28 @@ class PostgresSource(Source):
                     if sent % 256:
                         continue
                 now = time.monotonic()
-                if msg is None or now - last_feedback >= FEEDBACK_INTERVAL_S:
+                if msg is None or now - last_confirm >= CONFIRM_INTERVAL_S:
                     confirmed = sink.poll(0)
                     if msg is None and sink.idle and not writer.in_transaction:
                         # Everything received is delivered: confirm the server's position, so
                         # the slot does not hold WAL written by other databases or tables.
                         confirmed = max(confirmed or 0, cur.wal_end)
-                    if confirmed is not None and confirmed != self._lsn:
-                        cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, force=True)
-                        self._lsn = confirmed
-                    last_feedback = now
+                    if confirmed is not None:
+                        self._confirm(cur, sink, confirmed)
+                    last_confirm = now
                 if now - last_slot_check >= SLOT_CHECK_INTERVAL_S:
                     self._check_slot(catalog)
                     last_slot_check = now
                 if msg is None:
-                    select.select([cur], [], [], 0.05)
-            confirmed = sink.poll(0)
+                    # While events wait for acknowledgements, come back soon to confirm them.
+                    select.select([cur], [], [], 0.05 if sink.idle else 0.005)
             sink.flush(10)
             confirmed = sink.poll(0)
             if confirmed is not None:
-                cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, force=True)
-                self._lsn = confirmed
+                if confirmed != self._lsn:
+                    cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, force=True)
+                    self._lsn = confirmed
+                self._positions.publish(sink, confirmed, force=True)
         finally:
             writer.close()
 
