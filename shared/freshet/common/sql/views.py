@@ -249,11 +249,11 @@ class _GroupScope:
         clause: str,
     ) -> None:
         self.tuples = tuples
+        self.offset = offset
+        self.clause = clause
         self.group_keys = [self._identity(n) for n in group_nodes]
         self.group_by = group_by
         self.aggregates = aggregates
-        self.offset = offset
-        self.clause = clause
 
     def _identity(self, node: Any) -> Any:
         if isinstance(node, ast.ColumnRef) and not isinstance(node.fields[-1], ast.A_Star):
@@ -738,9 +738,7 @@ def _output_name(target: ast.ResTarget) -> str:
         return "case"
     if isinstance(val, ast.MinMaxExpr):
         return "greatest" if val.op == enums.MinMaxOp.IS_GREATEST else "least"
-    if isinstance(val, ast.NullIfExpr) or (
-        isinstance(val, ast.A_Expr) and val.kind == enums.A_Expr_Kind.AEXPR_NULLIF
-    ):
+    if isinstance(val, ast.A_Expr) and val.kind == enums.A_Expr_Kind.AEXPR_NULLIF:
         return "nullif"
     return "?column?"
 
