@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from freshet.common import codec
+from freshet.common.kafka import consumer_config, produce_sync, producer_config, read_to_end
 from freshet.common.secrets import SecretBox
 from freshet.control.app import create_app
 from freshet.control.config import ControlSettings
@@ -95,3 +99,30 @@ def _wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
 def wait_for() -> Callable[..., Any]:
     """``wait_for(predicate, timeout=20)``: poll until truthy, return the value, else fail."""
     return _wait_for
+
+
+@pytest.fixture
+def records_of(kafka) -> Callable[[str, str], list[bytes | None]]:
+    """``records_of(topic, key)``: the values of every record of ``key`` on ``topic``, in order."""
+
+    def read(topic: str, key: str) -> list[bytes | None]:
+        consumer = Consumer(consumer_config(kafka.bootstrap, f"test-{uuid.uuid4().hex}"))
+        try:
+            return [m.value() for m in read_to_end(consumer, topic) if m.key() == key.encode()]
+        finally:
+            consumer.close()
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def publish(kafka) -> Iterator[Callable[[str, str, Any], None]]:
+    """``publish(topic, key, model_or_None)``: write one record as another service would."""
+    producer = Producer(producer_config(kafka.bootstrap))
+
+    def write(topic: str, key: str, value: Any) -> None:
+        raw = None if value is None else codec.dumps(value.model_dump(mode="json", by_alias=True))
+        produce_sync(producer, topic, key.encode(), raw)
+
+    yield write
+    producer.flush(5)

@@ -43,6 +43,12 @@ def test_the_app_has_the_expected_endpoints(client):
         ("GET", "/v1/sources/some_source"),
         ("PUT", "/v1/sources/some_source"),
         ("DELETE", "/v1/sources/some_source"),
+        ("POST", "/v1/views"),
+        ("GET", "/v1/views"),
+        ("GET", "/v1/views/some_source"),
+        ("PUT", "/v1/views/some_source"),
+        ("DELETE", "/v1/views/some_source"),
+        ("GET", "/v1/views/some_source/wait"),
     } <= endpoints
 
 
@@ -60,7 +66,7 @@ def test_the_app_has_the_expected_endpoints(client):
 def test_every_endpoint_but_health_needs_the_token(client, headers, source_body, auth):
     endpoints = [(m, p) for m, p in _endpoints(client.app) if p not in OPEN_PATHS]
     endpoints += [("GET", "/no/such/path"), ("GET", "/docs"), ("POST", "/v1/sources")]
-    assert len(endpoints) >= 7
+    assert len(endpoints) >= 13
     for method, path in endpoints:
         body = source_body() if method in ("POST", "PUT") else None
         response = client.request(method, path, headers=headers, json=body)

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from freshet.common import codec, topics
-from freshet.common.kafka import consumer_config, produce_sync, producer_config, read_to_end
+from freshet.common.kafka import produce_sync, producer_config
 from freshet.common.schemas import PostgresSourceSpec, SourceStatus
 from freshet.common.secrets import SecretBox
 
 
-def _records_of(bootstrap: str, topic: str, key: str, group: str) -> list[bytes | None]:
-    consumer = Consumer(consumer_config(bootstrap, group))
-    try:
-        return [m.value() for m in read_to_end(consumer, topic) if m.key() == key.encode()]
-    finally:
-        consumer.close()
-
-
 def test_specs_are_on_the_compacted_topic_with_the_password_encrypted(
-    kafka, client, auth, source_body, unique, secret_key
+    client, auth, source_body, unique, secret_key, records_of
 ):
     body = source_body()
     assert client.post("/v1/sources", json=body, headers=auth).status_code == 201
     put = client.put(f"/v1/sources/{unique}", json=source_body(port=6543), headers=auth)
     assert put.status_code == 200
 
-    records = _records_of(kafka.bootstrap, topics.CONTROL_SOURCES, unique, unique)
+    records = records_of(topics.CONTROL_SOURCES, unique)
     assert len(records) == 2
     for raw in records:
         assert raw is not None
@@ -44,19 +36,19 @@ def test_specs_are_on_the_compacted_topic_with_the_password_encrypted(
         assert box.decrypt(spec.password_encrypted).get_secret_value() == body["password"]
 
     assert client.delete(f"/v1/sources/{unique}", headers=auth).status_code == 204
-    records = _records_of(kafka.bootstrap, topics.CONTROL_SOURCES, unique, unique + "2")
+    records = records_of(topics.CONTROL_SOURCES, unique)
     assert len(records) == 3
     assert records[-1] is None
 
 
 def test_a_put_without_password_keeps_the_encrypted_one(
-    kafka, client, auth, source_body, unique, secret_key
+    client, auth, source_body, unique, secret_key, records_of
 ):
     body = source_body()
     assert client.post("/v1/sources", json=body, headers=auth).status_code == 201
     put = client.put(f"/v1/sources/{unique}", json=source_body(password=...), headers=auth)
     assert put.status_code == 200
-    raw = _records_of(kafka.bootstrap, topics.CONTROL_SOURCES, unique, unique)[-1]
+    raw = records_of(topics.CONTROL_SOURCES, unique)[-1]
     spec = PostgresSourceSpec.model_validate(codec.loads(raw))
     box = SecretBox(SecretStr(secret_key))
     assert spec.generation == 2

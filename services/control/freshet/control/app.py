@@ -62,7 +62,7 @@ def create_app(settings: ControlSettings) -> FastAPI:
 
     app = FastAPI(
         title="Freshet control",
-        summary="Desired state of Freshet's sources, written to compacted Kafka topics.",
+        summary="Desired state of Freshet's sources and views, written to compacted Kafka topics.",
         version="0.1.0",
         lifespan=lifespan,
         docs_url=None,

@@ -1,5 +1,8 @@
 """Request and response bodies of the control API.
 
+Views are ``{"name", "sql"}``; control compiles the SQL and shows what the compiler derived
+(``key``, ``columns``, ``tables``) with the view's status.
+
 Sources are a union discriminated by ``kind``; only ``"postgres"`` exists. To add a kind, add its
 ``...SourceCreate``/``...SourceReplace``/``...SourceOut`` models here, a member to each union
 below, and its spec to :mod:`freshet.common.schemas`.
@@ -15,7 +18,16 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
-from freshet.common.schemas import QUALIFIED_TABLE, Name, PostgresSourceSpec, SourceStatus
+from freshet.common.events import lsn_to_str
+from freshet.common.schemas import (
+    QUALIFIED_TABLE,
+    DataflowStatus,
+    Name,
+    OutputColumn,
+    PostgresSourceSpec,
+    SourceStatus,
+    ViewSpec,
+)
 from freshet.control.exceptions import InvalidSpecError
 
 PASSWORD_MASK: Final = "********"  # noqa: S105 - the mask shown instead of a password
@@ -171,6 +183,68 @@ class SourceList(BaseModel):
     """Body of ``GET /v1/sources``: every source, sorted by name."""
 
     sources: list[SourceOut]
+
+
+MAX_SQL_LENGTH = 100_000
+
+
+class ViewCreate(_Request):
+    """Body of ``POST /v1/views``: a name and a PostgreSQL ``SELECT`` over captured tables."""
+
+    name: Name
+    sql: str = Field(min_length=1, max_length=MAX_SQL_LENGTH)
+
+
+class ViewReplace(_Request):
+    """Body of ``PUT /v1/views/{name}``: the new SQL (``name`` may be repeated, unchanged)."""
+
+    name: Name | None = None
+    sql: str = Field(min_length=1, max_length=MAX_SQL_LENGTH)
+
+
+class DataflowStatusOut(DataflowStatus):
+    """A view's or a pipeline's status as transform reports it, with ``applied`` also in X/Y."""
+
+    applied_lsn: dict[str, str] = Field(
+        default_factory=dict, description="``applied`` in PostgreSQL's X/Y notation."
+    )
+
+    @classmethod
+    def from_status(cls, status: DataflowStatus) -> DataflowStatusOut:
+        return cls(
+            **status.model_dump(),
+            applied_lsn={source: lsn_to_str(lsn) for source, lsn in status.applied.items()},
+        )
+
+
+class ViewOut(BaseModel):
+    """A view as the API shows it: its SQL, what the compiler derived, and its status."""
+
+    name: str
+    sql: str
+    key: list[str]
+    columns: list[OutputColumn]
+    tables: list[str] = Field(description="The source tables read, source.schema.table.")
+    generation: int
+    status: DataflowStatusOut | PendingStatus
+
+    @classmethod
+    def from_spec(cls, spec: ViewSpec, status: DataflowStatus | None) -> ViewOut:
+        return cls(
+            name=spec.name,
+            sql=spec.sql,
+            key=list(spec.key),
+            columns=list(spec.columns),
+            tables=list(spec.tables),
+            generation=spec.generation,
+            status=PendingStatus() if status is None else DataflowStatusOut.from_status(status),
+        )
+
+
+class ViewList(BaseModel):
+    """Body of ``GET /v1/views``: every view, sorted by name."""
+
+    views: list[ViewOut]
 
 
 class Health(BaseModel):

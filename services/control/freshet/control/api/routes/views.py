@@ -1,0 +1,221 @@
+"""``/v1/views``: create, list, read, replace and delete incremental materialized views.
+
+A view's SQL is compiled against the tables ingest captures (``freshet.schemas``, only those of
+sources that exist) before anything is written: SQL the compiler refuses is a 422 naming the
+problem and its position, and changes nothing. The spec written to ``freshet.control.views``
+carries what the compiler derived (key, columns, tables); transform runs it from there.
+
+``GET /v1/views/{name}/wait`` gives read-your-writes: it answers once the view has applied a
+source position the client knows (e.g. ``pg_current_wal_lsn()`` after its own commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request, Response, status
+
+from freshet.common.events import lsn_from_str, lsn_to_str
+from freshet.common.schemas import DataflowStatus, ViewSpec
+from freshet.common.sql.errors import SqlError
+from freshet.common.sql.views import Catalog, compile_view
+from freshet.control.api.responses import COMMON, Responses, not_found
+from freshet.control.deps import StateDep
+from freshet.control.exceptions import InvalidSpecError, InvalidSqlError, WaitTimeoutError
+from freshet.control.models import DataflowStatusOut, ViewCreate, ViewList, ViewOut, ViewReplace
+from freshet.control.state import ControlState
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/views", tags=["views"])
+
+DEFAULT_WAIT_MS = 10_000
+MAX_WAIT_MS = 60_000
+_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+
+_NOT_FOUND = not_found("view")
+_REFUSED: Responses = {
+    422: {"description": "Invalid body, or SQL the compiler refuses (with its position)."}
+}
+
+
+def _compile(state: ControlState, name: str, sql: str, generation: int) -> ViewSpec:
+    """The spec of view ``name`` defined by ``sql``, compiled against the captured tables.
+
+    Raises:
+        InvalidSqlError: the compiler refused the SQL.
+    """
+    try:
+        plan = compile_view(name, sql, Catalog(state.tables()))
+    except SqlError as exc:
+        raise InvalidSqlError(("body", "sql"), exc.message, sql, exc.position) from None
+    return ViewSpec(
+        name=name,
+        sql=sql,
+        key=plan.key,
+        columns=plan.columns,
+        tables=plan.tables,
+        generation=generation,
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={**COMMON, **_REFUSED, 409: {"description": "A view of that name exists."}},
+)
+def create_view(
+    body: Annotated[ViewCreate, Body()], state: StateDep, request: Request, response: Response
+) -> ViewOut:
+    """Compile the SQL and create the view at generation 1; 409 if the name is taken."""
+    spec = _compile(state, body.name, body.sql, generation=1)
+    state.views.create(spec.name, spec)
+    log.info("view %s created over %s", spec.name, ", ".join(spec.tables))
+    response.headers["Location"] = request.url_for("get_view", name=spec.name).path
+    return ViewOut.from_spec(spec, state.view_status(spec.name))
+
+
+@router.get("", responses=COMMON)
+def list_views(state: StateDep) -> ViewList:
+    """Every view with its status, sorted by name."""
+    return ViewList(
+        views=[ViewOut.from_spec(v, state.view_status(v.name)) for v in state.views.specs()]
+    )
+
+
+@router.get("/{name}", responses={**COMMON, **_NOT_FOUND})
+def get_view(name: str, state: StateDep) -> ViewOut:
+    """One view with its status (``{"state": "pending"}`` until transform reports)."""
+    return ViewOut.from_spec(state.views.require(name), state.view_status(name))
+
+
+@router.put("/{name}", responses={**COMMON, **_NOT_FOUND, **_REFUSED})
+def replace_view(name: str, body: Annotated[ViewReplace, Body()], state: StateDep) -> ViewOut:
+    """Replace the SQL of a view and increase its generation by one."""
+    if body.name is not None and body.name != name:
+        raise InvalidSpecError(
+            ("body", "name"), "the name in the body differs from the path: a view cannot be renamed"
+        )
+    state.views.require(name)  # an unknown view is a 404 whatever its SQL
+    compiled = _compile(state, name, body.sql, generation=1)
+    spec = state.views.replace(
+        name, lambda current: compiled.model_copy(update={"generation": current.generation + 1})
+    )
+    log.info("view %s replaced (generation %d)", name, spec.generation)
+    return ViewOut.from_spec(spec, state.view_status(name))
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**COMMON, **_NOT_FOUND},
+)
+def delete_view(name: str, state: StateDep) -> Response:
+    """Delete a view (a tombstone on the desired-state topic); transform then stops it."""
+    state.views.delete(name)
+    log.info("view %s deleted", name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _source_of(spec: ViewSpec, source: str | None) -> str:
+    """The source a wait is about: the one given, or the view's only one.
+
+    Raises:
+        InvalidSpecError: none given and the view reads several, or the view does not read it.
+    """
+    sources = sorted({table.split(".", 1)[0] for table in spec.tables})
+    if source is None:
+        if len(sources) == 1:
+            return sources[0]
+        raise InvalidSpecError(
+            ("query", "source"),
+            f"view {spec.name!r} reads the sources {', '.join(sources)}: say which one the lsn "
+            "is of with source=<name>",
+        )
+    if source not in sources:
+        raise InvalidSpecError(
+            ("query", "source"),
+            f"view {spec.name!r} does not read that source: it reads {', '.join(sources)}",
+        )
+    return source
+
+
+def _parse_lsn(text: str) -> int:
+    if not _LSN.match(text):
+        raise InvalidSpecError(
+            ("query", "lsn"),
+            "not a PostgreSQL LSN: give two hexadecimal numbers of up to 8 digits separated by "
+            "'/', as pg_current_wal_lsn() shows them (e.g. 0/16B3748)",
+        )
+    return lsn_from_str(text)
+
+
+def _not_yet(spec: ViewSpec, source: str, lsn: int, last: DataflowStatus | None, ms: int) -> str:
+    """Why a wait timed out, in one sentence."""
+    target = lsn_to_str(lsn)
+    if last is None:
+        return (
+            f"view {spec.name!r} has reported no status yet, so it has not applied source "
+            f"{source!r} up to {target}, after {ms} ms"
+        )
+    if last.generation < spec.generation:
+        said = (
+            f"view {spec.name!r} still runs generation {last.generation}, not {spec.generation} "
+            f"(its current SQL), so it has not applied source {source!r} up to {target} with "
+            f"that SQL, after {ms} ms"
+        )
+    else:
+        applied = last.applied.get(source)
+        done = "nothing" if applied is None else lsn_to_str(applied)
+        said = (
+            f"view {spec.name!r} has applied source {source!r} up to {done}, not yet {target}, "
+            f"after {ms} ms"
+        )
+    reason = f": {last.reason}" if last.reason else ""
+    return f"{said} (state {last.state}{reason})"
+
+
+@router.get(
+    "/{name}/wait",
+    responses={
+        **COMMON,
+        **_NOT_FOUND,
+        422: {"description": "Not an LSN, or the source is missing or not read by the view."},
+        504: {"description": "The view had not applied the LSN when the timeout expired."},
+    },
+)
+async def wait_for_view(
+    name: str,
+    state: StateDep,
+    lsn: Annotated[str, Query(description="A source position, X/Y as PostgreSQL shows it.")],
+    source: Annotated[
+        str | None, Query(description="The source of lsn; optional if the view reads one.")
+    ] = None,
+    timeout_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS,
+) -> DataflowStatusOut:
+    """Answer the view's status once it has applied ``lsn`` of ``source``; 504 after the timeout.
+
+    Applied means: transform reports, for the view's current generation (its current SQL),
+    that every change of the source up to ``lsn`` has been applied and its output acknowledged
+    by Kafka, so a reader of the view's topic (or of serve) sees it. Nothing polls: the wait
+    wakes when the view's status changes.
+    """
+    target = _parse_lsn(lsn)
+    spec = state.views.require(name)
+    source_name = _source_of(spec, source)
+
+    def applied(status: DataflowStatus | None) -> bool:
+        return (
+            status is not None
+            and status.generation >= spec.generation
+            and status.applied.get(source_name, -1) >= target
+        )
+
+    done, last = await state.status.wait_until(
+        "view", name, DataflowStatus, applied, timeout_ms / 1000
+    )
+    if not done or last is None:
+        raise WaitTimeoutError(_not_yet(spec, source_name, target, last, timeout_ms))
+    return DataflowStatusOut.from_status(last)
