@@ -264,6 +264,15 @@ def _type_list(types: Sequence[str]) -> str:
     return ", ".join(t.sql_name(x) for x in types)
 
 
+@dataclass(frozen=True)
+class _Constant(Compiled):
+    """A compiled expression whose value is known at compile time (``fn`` ignores ``ctx``)."""
+
+
+def _constant(value: Any, type: str) -> _Constant:
+    return _Constant(_always(value), type)
+
+
 def _always(value: Any) -> Callable[[Any], Any]:
     def constant(ctx: Any) -> Any:
         return value
@@ -327,21 +336,23 @@ class _Compiler:
 
     def _A_Const(self, node: Any) -> Compiled:
         if node.isnull:
-            return Compiled(_none, t.UNKNOWN)
+            return _constant(None, t.UNKNOWN)
         value = node.val
         if isinstance(value, ast.Integer):
-            return Compiled(_always(value.ival), t.INT4)
+            return _constant(value.ival, t.INT4)
         if isinstance(value, ast.Float):
             text = str(value.fval)
             number = Decimal(text)
             low, high = t.INT_RANGES[t.INT8]
             if text.lstrip("-").isdigit() and low <= number <= high:
-                return Compiled(_always(int(number)), t.INT8)
-            return Compiled(_always(t.numeric(number)), t.NUMERIC)
+                # An integer too large for the lexer's int4 (or a negated one): int4 if it fits.
+                small = t.INT_RANGES[t.INT4][0] <= number <= t.INT_RANGES[t.INT4][1]
+                return _constant(int(number), t.INT4 if small else t.INT8)
+            return _constant(t.numeric(number), t.NUMERIC)
         if isinstance(value, ast.String):
-            return Compiled(_always(value.sval), t.UNKNOWN)
+            return _constant(value.sval, t.UNKNOWN)
         if isinstance(value, ast.Boolean):
-            return Compiled(_always(bool(value.boolval)), t.BOOL)
+            return _constant(bool(value.boolval), t.BOOL)
         raise SqlError("bit-string literals are not supported", self.pos(node))
 
     def _ColumnRef(self, node: Any) -> Compiled:
@@ -356,7 +367,7 @@ class _Compiler:
         """An untyped literal as a constant of ``target`` (PostgreSQL's input function)."""
         text = compiled.fn(None)
         if text is None:
-            return Compiled(_none, target)
+            return _constant(None, target)
         parse = casts.input_function(target) if not t.is_array(target) else None
         if parse is None:
             raise SqlError(
@@ -366,14 +377,14 @@ class _Compiler:
             value = parse(text)
         except EvalError as exc:
             raise SqlError(str(exc), self.pos(node)) from None
-        return Compiled(_always(value), target)
+        return _constant(value, target)
 
     def converter(self, source: str, target: str, node: Any) -> Callable[[Any], Any] | None:
         """The value conversion from ``source`` to ``target`` (None when it is the identity)."""
         if source == target:
             return None
         if target == ANYNONARRAY:
-            return casts.output_function(source)
+            target = t.TEXT  # textanycat casts its other operand to text
         convert = casts.cast_function(source, target)
         if convert is None:
             raise SqlError(
@@ -388,7 +399,23 @@ class _Compiler:
             return self.literal(compiled, target, node)
         convert = self.converter(compiled.type, target, node)
         assert convert is not None
-        return Compiled(_map(compiled.fn, convert), target)
+        return self.call(_strict(convert, [None]), [compiled], target, node)
+
+    def call(
+        self, fn: Callable[..., Any], args: Sequence[Compiled], result: str, node: Any
+    ) -> Compiled:
+        """``fn`` applied to the values of ``args``, folded into a constant when they all are.
+
+        PostgreSQL folds such calls when it plans the query, so an error there (``1/0``,
+        ``70000::int2``) refuses the whole definition rather than a row.
+        """
+        if all(isinstance(a, _Constant) for a in args):
+            try:
+                value = fn(*(a.fn(None) for a in args))
+            except EvalError as exc:
+                raise SqlError(str(exc), self.pos(node)) from None
+            return _constant(value, result)
+        return Compiled(_call(fn, [a.fn for a in args]), result)
 
     def boolean(self, node: Any, construct: str) -> Compiled:
         compiled = self.compile(node)
@@ -492,6 +519,10 @@ class _Compiler:
             # Two untyped literals compare as text, as in PostgreSQL.
             args = [self.literal(a, t.TEXT, n) for a, n in zip(args, nodes, strict=True)]
         overloads = functions.OPERATORS.get((name, len(args)))
+        array = args[0].type if t.is_array(args[0].type) else None
+        if array and name in functions._COMPARE and len(args) == 2:
+            # anyarray comparisons: element by element in the element type's order.
+            overloads = [Overload((array, array), t.BOOL, functions.comparison(name, array))]
         if not overloads:
             raise SqlError(f"operator {name} is not supported", self.pos(node))
         return self.bind(overloads, args, nodes, describe, node, binary_op=len(args) == 2)
@@ -499,7 +530,7 @@ class _Compiler:
     def apply(self, name: str, arg_nodes: Sequence[Any], node: Any) -> Compiled:
         args = [self.compile(a) for a in arg_nodes]
         fn, result, bound = self.operator(name, args, arg_nodes, node)
-        return Compiled(_call(fn, [b.fn for b in bound]), result)
+        return self.call(fn, bound, result, node)
 
     def _A_Expr(self, node: Any) -> Compiled:
         kind = node.kind
@@ -557,7 +588,7 @@ class _Compiler:
             return f"operator {t.sql_name(value.type)} {name} {t.sql_name(pattern.type)}"
 
         fn, _, bound = self.bind(overloads, args, arg_nodes, describe, node, binary_op=True)
-        return Compiled(_call(fn, [b.fn for b in bound]), t.BOOL)
+        return self.call(fn, bound, t.BOOL, node)
 
     def distinct(self, node: Any, negate: bool) -> Compiled:
         left, right = self.compile(node.lexpr), self.compile(node.rexpr)
@@ -767,17 +798,13 @@ class _Compiler:
                     f"cannot cast type {t.sql_name(arg.type)} to {t.sql_name(target)}",
                     self.pos(node),
                 )
-            compiled = Compiled(_map(arg.fn, convert), target) if arg.type != target else arg
+            compiled = arg
+            if arg.type != target:
+                compiled = self.call(_strict(convert, [None]), [arg], target, node)
         modifier = self.type_modifier(target, typmods, node)
         if modifier is None:
             return compiled
-        if arg.type == t.UNKNOWN:
-            value = compiled.fn(None)
-            try:
-                return Compiled(_always(None if value is None else modifier(value)), target)
-            except EvalError as exc:
-                raise SqlError(str(exc), self.pos(node)) from None
-        return Compiled(_map(compiled.fn, modifier), target)
+        return self.call(_strict(modifier, [None]), [compiled], target, node)
 
     def type_name(self, node: Any) -> tuple[str, list[int]]:
         names = [n.sval for n in node.names]
@@ -868,7 +895,7 @@ class _Compiler:
         fn, result, bound = self.bind(overloads, args, arg_nodes, describe, node)
         if name in ("extract", "date_part", "date_trunc") and isinstance(arg_nodes[0], ast.A_Const):
             self.check_unit(name, bound, arg_nodes, node)
-        return Compiled(_call(fn, [b.fn for b in bound]), result)
+        return self.call(fn, bound, result, node)
 
     def check_unit(self, name: str, bound: list[Compiled], arg_nodes: list[Any], node: Any) -> None:
         """A constant unit is checked at compile time (PostgreSQL folds it when planning)."""
@@ -945,14 +972,6 @@ class _Compiler:
 # --- closures --------------------------------------------------------------------------------
 
 
-def _map(fn: Callable[[Any], Any], convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def mapped(ctx: Any) -> Any:
-        value = fn(ctx)
-        return None if value is None else convert(value)
-
-    return mapped
-
-
 def _strict(
     impl: Callable[..., Any], converters: list[Callable[[Any], Any] | None]
 ) -> Callable[..., Any]:
@@ -1018,12 +1037,10 @@ def _or3(a: bool | None, b: bool | None) -> bool | None:
 
 def _like_fn(insensitive: bool, negate: bool) -> Callable[..., bool]:
     def like(text: str, pattern: str, escape: str = "\\") -> bool:
-        if len(escape) > 1:
-            raise EvalError("invalid escape string")
+        pattern = functions.like_escape(pattern, escape)
         if insensitive:
             text, pattern = functions.pg_lower(text), functions.pg_lower(pattern)
-        matched = functions.like_regex(pattern, escape or None).fullmatch(text) is not None
-        return matched != negate
+        return functions.like(text, pattern) != negate
 
     return like
 
@@ -1055,7 +1072,9 @@ def _round_time(precision: int) -> Callable[[Any], Any]:
         rounded = (micro + step // 2) // step * step
         if isinstance(value, time):
             delta = casts._time_to_interval(value) + timedelta(microseconds=rounded - micro)
-            return (datetime.min + delta % timedelta(days=1)).time()
+            if delta >= timedelta(days=1):
+                raise EvalError("time 24:00:00 is not supported")
+            return (datetime.min + delta).time()
         return value + timedelta(microseconds=rounded - micro)
 
     return apply

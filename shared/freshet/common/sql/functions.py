@@ -202,25 +202,11 @@ _op("-", (t.INTERVAL, t.INTERVAL), t.INTERVAL, _guard(operator.sub, "interval"))
 _op("-", (t.INTERVAL,), t.INTERVAL, _guard(operator.neg, "interval"))
 
 
-def _interval_mul(i: timedelta, f: float) -> timedelta:
-    if math.isnan(f) or math.isinf(f):
-        raise EvalError("interval out of range")
-    micros = round((i // timedelta(microseconds=1)) * f)
-    try:
-        return timedelta(microseconds=micros)
-    except OverflowError:
-        raise EvalError("interval out of range") from None
-
-
-def _interval_div(i: timedelta, f: float) -> timedelta:
-    if f == 0:
-        raise EvalError("division by zero")
-    return _interval_mul(i, 1 / f)
-
-
-_op("*", (t.INTERVAL, t.FLOAT8), t.INTERVAL, _interval_mul)
-_op("*", (t.FLOAT8, t.INTERVAL), t.INTERVAL, lambda f, i: _interval_mul(i, f))
-_op("/", (t.INTERVAL, t.FLOAT8), t.INTERVAL, _interval_div)
+# interval * float8 cascades fractions through PostgreSQL's separate month/day/time fields,
+# which a timedelta does not keep: refused rather than approximated.
+_op("*", (t.INTERVAL, t.FLOAT8), t.INTERVAL, None)
+_op("*", (t.FLOAT8, t.INTERVAL), t.INTERVAL, None)
+_op("/", (t.INTERVAL, t.FLOAT8), t.INTERVAL, None)
 
 # --- comparison ------------------------------------------------------------------------------
 
@@ -402,19 +388,50 @@ def _translate(text: str, source: str, target: str) -> str:
     return text.translate(table)
 
 
-def like_regex(pattern: str, escape: str | None = "\\") -> re.Pattern[str]:
-    """Compile a LIKE pattern (``%``, ``_``, ``escape`` before a literal character)."""
-    return _like_regex(pattern, escape)
+def like_escape(pattern: str, escape: str) -> str:
+    """The pattern with ``escape`` turned into backslash escapes (PostgreSQL's like_escape)."""
+    if escape == "\\":
+        return pattern
+    if escape == "":
+        return pattern.replace("\\", "\\\\")
+    if len(escape) != 1:
+        raise EvalError("invalid escape string: it must be empty or one character")
+    out, after_escape = [], False
+    for c in pattern:
+        if c == escape and not after_escape:
+            out.append("\\")
+            after_escape = True
+        elif c == "\\":
+            out.append("\\" if after_escape else "\\\\")
+            after_escape = False
+        else:
+            out.append(c)
+            after_escape = False
+    return "".join(out)
+
+
+def like(text: str, pattern: str) -> bool:
+    """``text LIKE pattern`` with backslash escapes, exactly as PostgreSQL answers.
+
+    A pattern ending in a lone escape is an error only when matching reaches it, so such
+    patterns run PostgreSQL's own matching algorithm; all others a compiled regex.
+    """
+    if _dangling_escape(pattern):
+        return _match_text(text, 0, pattern, 0) is True
+    return _like_regex(pattern).fullmatch(text) is not None
+
+
+def _dangling_escape(pattern: str) -> bool:
+    trailing = len(pattern) - len(pattern.rstrip("\\"))
+    return trailing % 2 == 1
 
 
 @functools.lru_cache(maxsize=1024)
-def _like_regex(pattern: str, escape: str | None) -> re.Pattern[str]:
+def _like_regex(pattern: str) -> re.Pattern[str]:
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i]
-        if escape and c == escape:
-            if i + 1 == len(pattern):
-                raise EvalError("LIKE pattern must not end with escape character")
+        if c == "\\":
             out.append(re.escape(pattern[i + 1]))
             i += 2
             continue
@@ -423,16 +440,66 @@ def _like_regex(pattern: str, escape: str | None) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
-def _like(text: str, pattern: str) -> bool:
-    return _like_regex(pattern, "\\").fullmatch(text) is not None
+_ESCAPE_AT_END = "LIKE pattern must not end with escape character"
+
+
+def _match_text(text: str, ti: int, pattern: str, pi: int) -> bool | None:
+    """MatchText of PostgreSQL's like_match.c: True, False, or None for "abort"."""
+    tlen, plen = len(text), len(pattern)
+    if pi == plen - 1 and pattern[pi] == "%" and ti <= tlen:
+        return True
+    while ti < tlen and pi < plen:
+        c = pattern[pi]
+        if c == "\\":
+            pi += 1
+            if pi >= plen:
+                raise EvalError(_ESCAPE_AT_END)
+            if pattern[pi] != text[ti]:
+                return False
+        elif c == "%":
+            pi += 1
+            while pi < plen:
+                if pattern[pi] == "%":
+                    pi += 1
+                elif pattern[pi] == "_":
+                    if ti >= tlen:
+                        return None
+                    ti += 1
+                    pi += 1
+                else:
+                    break
+            if pi >= plen:
+                return True
+            if pattern[pi] == "\\":
+                if pi + 1 >= plen:
+                    raise EvalError(_ESCAPE_AT_END)
+                first = pattern[pi + 1]
+            else:
+                first = pattern[pi]
+            while ti < tlen:
+                if text[ti] == first:
+                    matched = _match_text(text, ti, pattern, pi)
+                    if matched is not False:
+                        return matched
+                ti += 1
+            return None
+        elif c != "_" and c != text[ti]:
+            return False
+        ti += 1
+        pi += 1
+    if ti < tlen:
+        return False
+    while pi < plen and pattern[pi] == "%":
+        pi += 1
+    return True if pi >= plen else None
 
 
 def _ilike(text: str, pattern: str) -> bool:
-    return _like(pg_lower(text), pg_lower(pattern))
+    return like(pg_lower(text), pg_lower(pattern))
 
 
-_op("~~", (t.TEXT, t.TEXT), t.BOOL, _like)
-_op("!~~", (t.TEXT, t.TEXT), t.BOOL, lambda s, p: not _like(s, p))
+_op("~~", (t.TEXT, t.TEXT), t.BOOL, like)
+_op("!~~", (t.TEXT, t.TEXT), t.BOOL, lambda s, p: not like(s, p))
 _op("~~*", (t.TEXT, t.TEXT), t.BOOL, _ilike)
 _op("!~~*", (t.TEXT, t.TEXT), t.BOOL, lambda s, p: not _ilike(s, p))
 _op("||", (t.TEXT, t.TEXT), t.TEXT, operator.add)
@@ -505,9 +572,7 @@ def _numeric_sign(value: Decimal) -> Decimal:
 
 
 def _float_sign(value: float) -> float:
-    if math.isnan(value):
-        return value
-    return float((value > 0) - (value < 0))
+    return float((value > 0) - (value < 0))  # NaN: 0, as PostgreSQL's float8 sign()
 
 
 def _sqrt(value: float) -> float:
@@ -823,11 +888,21 @@ def _json_get(value: Any, key: Any) -> Any:
     return None
 
 
-def _json_get_text(value: Any, key: Any) -> str | None:
-    item = _json_get(value, key)
-    if item is None or isinstance(item, str):
-        return item
-    return casts.json_out(item)
+def _jsonb_get(value: Any, key: Any) -> Any:
+    # jsonb stores a scalar as a one-element array: element 0 (or -1) of a scalar is itself.
+    if isinstance(key, int) and not isinstance(value, dict | list):
+        return value if key in (0, -1) else None
+    return _json_get(value, key)
+
+
+def _get_text(get: Callable[[Any, Any], Any]) -> Callable[[Any, Any], str | None]:
+    def get_text(value: Any, key: Any) -> str | None:
+        item = get(value, key)
+        if item is None or isinstance(item, str):
+            return item
+        return casts.json_out(item)
+
+    return get_text
 
 
 def _json_typeof(value: Any) -> str:
@@ -835,10 +910,10 @@ def _json_typeof(value: Any) -> str:
     return "number" if kind == "numeric" else kind
 
 
-for _json in (t.JSON, t.JSONB):
+for _json, _get in ((t.JSON, _json_get), (t.JSONB, _jsonb_get)):
     for _key in (t.TEXT, t.INT4):
-        _op("->", (_json, _key), _json, _json_get)
-        _op("->>", (_json, _key), t.TEXT, _json_get_text)
+        _op("->", (_json, _key), _json, _get)
+        _op("->>", (_json, _key), t.TEXT, _get_text(_get))
     _fn(f"{_json}_typeof", (_json,), t.TEXT, _json_typeof)
 
 AGGREGATES = frozenset(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import decimal
+import functools
 import math
 import struct
 from collections.abc import Callable
@@ -654,6 +655,7 @@ def _jsonb_key(value: Any) -> tuple[Any, ...]:
     return (5, len(keys), tuple((k, _jsonb_key(value[k])) for k in keys))
 
 
+@functools.total_ordering
 class _ArrayKey:
     """PostgreSQL's array order: element by element (NULL above any value), then length."""
 
