@@ -639,20 +639,35 @@ def _numeric_key(value: Decimal) -> tuple[int, Decimal]:
 
 
 def _jsonb_key(value: Any) -> tuple[Any, ...]:
-    # jsonb's btree order: Object > Array > Boolean > Number > String > Null; containers by
-    # their size first, objects then pair by pair in jsonb's key order (shorter keys first).
+    # compareJsonbContainers: the values' token streams compared in order. Containers compare
+    # first by size (arrays: element count, then a raw top-level scalar before a real array;
+    # objects: pair count), tokens of different kinds by JbvType (null < string < numeric <
+    # bool < array < object), and object pairs come in jsonb's key order (shorter keys first).
+    tokens: list[tuple[Any, ...]] = []
+    if not isinstance(value, dict | list):
+        tokens.append((16, 1, 0))  # a top-level scalar is a one-element "raw scalar" array
+    _jsonb_tokens(value, tokens)
+    return tuple(tokens)
+
+
+def _jsonb_tokens(value: Any, out: list[tuple[Any, ...]]) -> None:
     if value is None:
-        return (0,)
-    if isinstance(value, str):
-        return (1, value)
-    if isinstance(value, bool):
-        return (3, value)
-    if isinstance(value, int | float):
-        return (2, Decimal(repr(value)) if isinstance(value, float) else value)
-    if isinstance(value, list):
-        return (4, len(value), tuple(_jsonb_key(item) for item in value))
-    keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
-    return (5, len(keys), tuple((k, _jsonb_key(value[k])) for k in keys))
+        out.append((0,))
+    elif isinstance(value, str):
+        out.append((1, value))
+    elif isinstance(value, bool):
+        out.append((3, value))
+    elif isinstance(value, int | float):
+        out.append((2, Decimal(repr(value)) if isinstance(value, float) else value))
+    elif isinstance(value, list):
+        out.append((16, len(value), 1))
+        for item in value:
+            _jsonb_tokens(item, out)
+    else:
+        out.append((17, len(value)))
+        for key in sorted(value, key=lambda k: (len(k.encode()), k.encode())):
+            out.append((1, key))
+            _jsonb_tokens(value[key], out)
 
 
 @functools.total_ordering
