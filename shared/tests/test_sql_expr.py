@@ -432,3 +432,47 @@ def test_expression_matches_postgresql(oracle, expression):
         if ours[0] != theirs[0] or (ours[0] == "ok" and ours != theirs):
             mismatches.append((i, {k: row[k] for k in row if k in expression}, ours, theirs))
     assert not mismatches, mismatches[:5]
+
+
+def test_like_matches_postgresql_on_random_patterns(oracle):
+    conn = oracle[0]
+    rng = random.Random(5)
+    cases = [
+        (
+            _text(rng, "ab%_\\!é", 7),
+            _text(rng, "ab%_\\!é", 6),
+            rng.choice(["\\", "", "!", "a", "%"]),
+        )
+        for _ in range(800)
+    ]
+    scope = RowScope({"t": "text", "p": "text", "e": "text"})
+    for operator in ("LIKE", "ILIKE"):
+        node, offset = parse_expression(f"t {operator} p ESCAPE e")
+        compiled = compile_expr(node, scope, offset)
+        for text, pattern, escape in cases:
+            try:
+                row = conn.execute(
+                    f"SELECT %s::text {operator} %s::text ESCAPE %s::text", (text, pattern, escape)
+                ).fetchone()
+                assert row is not None
+                theirs: tuple[str, Any] = ("ok", row[0] == "t")
+            except psycopg.Error as exc:
+                theirs = ("error", exc.diag.message_primary)
+            try:
+                ours: tuple[str, Any] = ("ok", compiled.fn({"t": text, "p": pattern, "e": escape}))
+            except EvalError as exc:
+                ours = ("error", str(exc))
+            assert ours[0] == theirs[0] and (ours[0] == "error" or ours == theirs), (
+                text,
+                pattern,
+                escape,
+                operator,
+                ours,
+                theirs,
+            )
+
+
+def test_like_is_linear_on_pathological_patterns():
+    node, offset = parse_expression("t LIKE '%a%a%a%a%a%a%a%b'")
+    compiled = compile_expr(node, RowScope({"t": "text"}), offset)
+    assert compiled.fn({"t": "a" * 20000}) is False

@@ -59,13 +59,21 @@ def _int_in(type: str) -> Convert:
     return parse
 
 
+_NUMERIC_MAX_WEIGHT_DIGITS = 131072  # digits before the decimal point
+_NUMERIC_MAX_SCALE = 16383  # digits after it
+
+
 def numeric_in(text: str) -> Decimal:
     special = _SPECIAL_FLOATS.get(text.strip().lower())
     if special is not None:
         return Decimal(special)
     if not _NUMERIC_TEXT.fullmatch(text):
         raise _invalid(t.NUMERIC, text)
-    return t.numeric(Decimal(text.strip()))
+    value = Decimal(text.strip())
+    exponent = int(value.as_tuple().exponent)
+    if value.adjusted() >= _NUMERIC_MAX_WEIGHT_DIGITS or -exponent > _NUMERIC_MAX_SCALE:
+        raise EvalError("value overflows numeric format")
+    return t.numeric(value)
 
 
 def _float_in(type: str) -> Convert:
@@ -443,7 +451,7 @@ _OUTPUT: dict[str, Convert] = {
 
 
 def output_function(type: str) -> Convert:
-    """PostgreSQL's output function of ``type`` (value -> text), as ``concat`` and ``||`` use."""
+    """PostgreSQL's output function of ``type`` (value -> text), as ``concat()`` uses it."""
     if t.is_array(type):
         return _array_out(output_function(type[:-2]))
     return _OUTPUT[type]
@@ -525,7 +533,7 @@ def _to_time(value: datetime) -> time:
     return value.astimezone(UTC).time().replace(tzinfo=None) if value.tzinfo else value.time()
 
 
-def _time_to_interval(value: time) -> timedelta:
+def time_to_interval(value: time) -> timedelta:
     return datetime.combine(date.min, value) - datetime.min
 
 
@@ -548,20 +556,20 @@ def _bool_to_text(value: bool) -> str:
 def _jsonb_to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise EvalError(f"cannot cast jsonb {_json_kind(value)} to type boolean")
+    raise EvalError(f"cannot cast jsonb {json_kind(value)} to type boolean")
 
 
 def _jsonb_to_number(type: str) -> Convert:
     def cast(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise EvalError(f"cannot cast jsonb {_json_kind(value)} to type {t.sql_name(type)}")
+            raise EvalError(f"cannot cast jsonb {json_kind(value)} to type {t.sql_name(type)}")
         number = t.numeric(Decimal(repr(value) if isinstance(value, float) else value))
         return _CASTS_FROM_NUMERIC[type](number)
 
     return cast
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -604,7 +612,7 @@ _CASTS: dict[tuple[str, str], Convert] = {
     (t.TIMESTAMPTZ, t.DATE): _to_date,
     (t.TIMESTAMP, t.TIME): _to_time,
     (t.TIMESTAMPTZ, t.TIME): _to_time,
-    (t.TIME, t.INTERVAL): _time_to_interval,
+    (t.TIME, t.INTERVAL): time_to_interval,
     (t.TIME, t.TIMETZ): _time_to_timetz,
     (t.JSON, t.JSONB): _identity,
     (t.JSONB, t.JSON): _identity,

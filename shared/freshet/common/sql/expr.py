@@ -514,13 +514,13 @@ class _Compiler:
         if (
             len(args) == 2
             and args[0].type == args[1].type == t.UNKNOWN
-            and name in (functions._COMPARE)
+            and name in (functions.COMPARISONS)
         ):
             # Two untyped literals compare as text, as in PostgreSQL.
             args = [self.literal(a, t.TEXT, n) for a, n in zip(args, nodes, strict=True)]
         overloads = functions.OPERATORS.get((name, len(args)))
         array = args[0].type if t.is_array(args[0].type) else None
-        if array and name in functions._COMPARE and len(args) == 2:
+        if array and name in functions.COMPARISONS and len(args) == 2:
             # anyarray comparisons: element by element in the element type's order.
             overloads = [Overload((array, array), t.BOOL, functions.comparison(name, array))]
         if not overloads:
@@ -894,30 +894,17 @@ class _Compiler:
 
         fn, result, bound = self.bind(overloads, args, arg_nodes, describe, node)
         if name in ("extract", "date_part", "date_trunc") and isinstance(arg_nodes[0], ast.A_Const):
-            self.check_unit(name, bound, arg_nodes, node)
+            self.check_unit(name, bound, arg_nodes)
         return self.call(fn, bound, result, node)
 
-    def check_unit(self, name: str, bound: list[Compiled], arg_nodes: list[Any], node: Any) -> None:
+    def check_unit(self, name: str, bound: list[Compiled], arg_nodes: list[Any]) -> None:
         """A constant unit is checked at compile time (PostgreSQL folds it when planning)."""
         field = bound[0].fn(None)
         if field is None:
             return
-        probe = {
-            t.DATE: datetime(2000, 1, 1).date(),
-            t.TIME: time(),
-            t.INTERVAL: timedelta(),
-            t.TIMESTAMP: datetime(2000, 1, 1),
-            t.TIMESTAMPTZ: datetime(2000, 1, 1, tzinfo=casts.UTC),
-        }
-        value_type = bound[1].type
-        overloads = functions.FUNCTIONS[name]
-        chosen = _select(overloads, [t.TEXT, value_type], False)
-        target = chosen[0].args[1] if chosen else value_type
+        chosen = _select(functions.FUNCTIONS[name], [t.TEXT, bound[1].type], False)
         try:
-            if name == "date_trunc":
-                functions.unit(field, target, functions._TRUNC_UNITS)
-            else:
-                functions.extract(field, probe[target], target)
+            functions.check_unit(name, field, chosen[0].args[1])
         except EvalError as exc:
             raise SqlError(str(exc), self.pos(arg_nodes[0])) from None
 
@@ -942,15 +929,7 @@ class _Compiler:
         args = [self.compile(a) for a in arg_nodes]
         if name == "concat_ws" and not args:
             raise SqlError("function concat_ws() does not exist", self.pos(node))
-        outs: list[Callable[[Any], Any]] = []
-        for arg, arg_node in zip(args, arg_nodes, strict=True):
-            if t.is_array(arg.type) or arg.type in casts._OUTPUT:
-                outs.append(casts.output_function(arg.type))
-            else:
-                raise SqlError(
-                    f"{name}() of {t.sql_name(arg.type)} is not supported", self.pos(arg_node)
-                )
-        pairs = [(a.fn, out) for a, out in zip(args, outs, strict=True)]
+        pairs = [(a.fn, casts.output_function(a.type)) for a in args]
         if name == "concat":
 
             def concat(ctx: Any) -> str:
@@ -1071,7 +1050,7 @@ def _round_time(precision: int) -> Callable[[Any], Any]:
         micro = value.microsecond
         rounded = (micro + step // 2) // step * step
         if isinstance(value, time):
-            delta = casts._time_to_interval(value) + timedelta(microseconds=rounded - micro)
+            delta = casts.time_to_interval(value) + timedelta(microseconds=rounded - micro)
             if delta >= timedelta(days=1):
                 raise EvalError("time 24:00:00 is not supported")
             return (datetime.min + delta).time()

@@ -160,12 +160,11 @@ def _guard(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
     return op
 
 
-_DAY = timedelta(days=1)
 _MIDNIGHT = time()
 
 
 def _time_plus(value: time, delta: timedelta) -> time:
-    micros = (casts._time_to_interval(value) + delta) // timedelta(microseconds=1)
+    micros = (casts.time_to_interval(value) + delta) // timedelta(microseconds=1)
     micros %= 86_400_000_000
     return (datetime.min + timedelta(microseconds=micros)).time()
 
@@ -190,7 +189,7 @@ _op(
     "-",
     (t.TIME, t.TIME),
     t.INTERVAL,
-    lambda a, b: casts._time_to_interval(a) - casts._time_to_interval(b),
+    lambda a, b: casts.time_to_interval(a) - casts.time_to_interval(b),
 )
 for _ts in (t.TIMESTAMP, t.TIMESTAMPTZ):
     _op("+", (_ts, t.INTERVAL), _ts, _guard(operator.add, "timestamp"))
@@ -210,7 +209,7 @@ _op("/", (t.INTERVAL, t.FLOAT8), t.INTERVAL, None)
 
 # --- comparison ------------------------------------------------------------------------------
 
-_COMPARE = {
+COMPARISONS = {
     "=": operator.eq,
     "<>": operator.ne,
     "<": operator.lt,
@@ -222,7 +221,7 @@ _COMPARE = {
 
 def comparison(name: str, type: str) -> Callable[[Any, Any], bool]:
     """The comparison ``name`` of two non-NULL values of ``type`` (PostgreSQL's btree order)."""
-    compare = _COMPARE[name]
+    compare = COMPARISONS[name]
     key = t.sort_key(type)
     if key is t.sort_key(t.TEXT):
         return compare
@@ -246,12 +245,12 @@ _ORDERED = (
     t.JSONB,
     t.BYTEA,
 )
-for _name in _COMPARE:
+for _name in COMPARISONS:
     for _type in _ORDERED:
         _op(_name, (_type, _type), t.BOOL, comparison(_name, _type))
     for _a in INTS:
         for _b in INTS:
-            _op(_name, (_a, _b), t.BOOL, _COMPARE[_name])
+            _op(_name, (_a, _b), t.BOOL, COMPARISONS[_name])
     for _a in FLOATS:
         for _b in FLOATS:
             _op(_name, (_a, _b), t.BOOL, comparison(_name, t.FLOAT8))
@@ -413,12 +412,29 @@ def like_escape(pattern: str, escape: str) -> str:
 def like(text: str, pattern: str) -> bool:
     """``text LIKE pattern`` with backslash escapes, exactly as PostgreSQL answers.
 
-    A pattern ending in a lone escape is an error only when matching reaches it, so such
-    patterns run PostgreSQL's own matching algorithm; all others a compiled regex.
+    The pattern is split at its ``%`` into fixed-length segments, matched first, last, then
+    leftmost in between: linear, whatever the pattern (no regex backtracking). A pattern ending
+    in a lone escape is an error only when matching reaches it, so such patterns run
+    PostgreSQL's own matching algorithm.
     """
     if _dangling_escape(pattern):
         return _match_text(text, 0, pattern, 0) is True
-    return _like_regex(pattern).fullmatch(text) is not None
+    segments = _like_segments(pattern)
+    first, first_len = segments[0]
+    if len(segments) == 1:
+        return first.fullmatch(text) is not None
+    last, last_len = segments[-1]
+    end = len(text) - last_len
+    if end < first_len or first.match(text) is None or last.fullmatch(text, end) is None:
+        return False
+    pos = first_len
+    for segment, length in segments[1:-1]:
+        if length:
+            found = segment.search(text, pos, end)
+            if found is None:
+                return False
+            pos = found.end()
+    return True
 
 
 def _dangling_escape(pattern: str) -> bool:
@@ -427,17 +443,20 @@ def _dangling_escape(pattern: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    out, i = [], 0
+def _like_segments(pattern: str) -> list[tuple[re.Pattern[str], int]]:
+    segments: list[list[str]] = [[]]
+    i = 0
     while i < len(pattern):
         c = pattern[i]
         if c == "\\":
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+            segments[-1].append(re.escape(pattern[i + 1]))
+            i += 1
+        elif c == "%":
+            segments.append([])
+        else:
+            segments[-1].append("." if c == "_" else re.escape(c))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return [(re.compile("".join(seg), re.DOTALL), len(seg)) for seg in segments]
 
 
 _ESCAPE_AT_END = "LIKE pattern must not end with escape character"
@@ -652,7 +671,7 @@ _UNITS = {
 UNIT_NAMES = {alias: unit for unit, aliases in _UNITS.items() for alias in aliases.split()}
 """Every spelling PostgreSQL accepts for a date/time unit -> its canonical name."""
 
-_TRUNC_UNITS = [
+TRUNC_UNITS = [
     "microseconds",
     "milliseconds",
     "second",
@@ -731,7 +750,7 @@ def _trunc_datetime(name: str, value: datetime) -> datetime:
 
 def _date_trunc(type: str) -> Callable[[str, datetime], datetime]:
     def trunc(field: str, value: datetime) -> datetime:
-        return _trunc_datetime(unit(field, type, _TRUNC_UNITS), value)
+        return _trunc_datetime(unit(field, type, TRUNC_UNITS), value)
 
     return trunc
 
@@ -795,23 +814,44 @@ def _clock_field(name: str, value: time) -> Decimal:
     return Decimal(_time_micros(value)).scaleb(-6)  # epoch
 
 
+_ZONE_FIELDS = ["timezone", "timezone_hour", "timezone_minute"]
+_FIELDS = {
+    t.DATE: _DATE_FIELDS,
+    t.TIME: _TIME_FIELDS,
+    # An interval from a change event is a count of microseconds: its day and hour fields
+    # (which PostgreSQL keeps apart) are unknown, so only the epoch is extracted.
+    t.INTERVAL: ["epoch"],
+    t.TIMESTAMP: _DATE_FIELDS + _TIME_FIELDS,
+    t.TIMESTAMPTZ: _DATE_FIELDS + _TIME_FIELDS + _ZONE_FIELDS,
+}
+
+
+def check_unit(function: str, field: str, type: str) -> None:
+    """:class:`EvalError` unless ``field`` is a unit of ``function`` for a ``type`` value."""
+    if function == "date_trunc":
+        unit(field, type, TRUNC_UNITS)
+    else:
+        unit(
+            field,
+            type,
+            _FIELDS[t.TIMESTAMP if function == "date_part" and type == t.DATE else type],
+        )
+
+
 def extract(field: str, value: Any, type: str) -> Decimal:
     """``EXTRACT(field FROM value)`` as the numeric PostgreSQL 14+ returns."""
+    name = unit(field, type, _FIELDS[type])
     if type == t.DATE:
-        name = unit(field, type, _DATE_FIELDS)
         if name == "epoch":
             return Decimal((value - date(1970, 1, 1)).days * 86_400)
         return Decimal(_date_field(name, value))
     if type == t.TIME:
-        return _clock_field(unit(field, type, _TIME_FIELDS), value)
+        return _clock_field(name, value)
     if type == t.INTERVAL:
-        unit(field, type, ("epoch",))
         return Decimal(value // timedelta(microseconds=1)).scaleb(-6)
-    extra = ("timezone", "timezone_hour", "timezone_minute") if type == t.TIMESTAMPTZ else ()
-    name = unit(field, type, (*_DATE_FIELDS, *_TIME_FIELDS, *extra))
     naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    if name in extra:
-        return Decimal(0)
+    if name in _ZONE_FIELDS:
+        return Decimal(0)  # the session's time zone is UTC
     if name == "epoch":
         return Decimal((naive - _EPOCH) // timedelta(microseconds=1)).scaleb(-6)
     if name == "julian":
@@ -906,7 +946,7 @@ def _get_text(get: Callable[[Any, Any], Any]) -> Callable[[Any, Any], str | None
 
 
 def _json_typeof(value: Any) -> str:
-    kind = casts._json_kind(value)
+    kind = casts.json_kind(value)
     return "number" if kind == "numeric" else kind
 
 
