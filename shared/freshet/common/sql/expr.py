@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 
-from freshet.common.sql import casts, functions
+from freshet.common.sql import casts, functions, resolve
 from freshet.common.sql import types as t
 from freshet.common.sql.errors import SqlError
 from freshet.common.sql.functions import ANYNONARRAY, Overload
@@ -156,108 +156,6 @@ def compile_expr(
     ``deterministic`` (views), functions depending on time or chance are refused.
     """
     return _Compiler(scope, offset, deterministic).compile(node)
-
-
-# --- type resolution -------------------------------------------------------------------------
-
-_CATEGORY = {
-    t.BOOL: "B",
-    t.INT2: "N",
-    t.INT4: "N",
-    t.INT8: "N",
-    t.NUMERIC: "N",
-    t.FLOAT4: "N",
-    t.FLOAT8: "N",
-    t.TEXT: "S",
-    t.DATE: "D",
-    t.TIME: "D",
-    t.TIMETZ: "D",
-    t.TIMESTAMP: "D",
-    t.TIMESTAMPTZ: "D",
-    t.INTERVAL: "T",
-    t.UUID: "U",
-    t.JSON: "U",
-    t.JSONB: "U",
-    t.BYTEA: "U",
-    t.UNKNOWN: "X",
-    ANYNONARRAY: "P",
-}
-_PREFERRED = frozenset({t.BOOL, t.FLOAT8, t.TEXT, t.TIMESTAMPTZ, t.INTERVAL})
-
-
-def _category(type: str) -> str:
-    return "A" if t.is_array(type) else _CATEGORY[type]
-
-
-def _can_coerce(source: str, target: str) -> bool:
-    if source == target or source == t.UNKNOWN:
-        return True
-    if target == ANYNONARRAY:
-        return not t.is_array(source)
-    return target in casts.IMPLICIT_CASTS.get(source, ())
-
-
-def _select(candidates: Sequence[Overload], args: Sequence[str], binary_op: bool) -> list[Overload]:
-    """PostgreSQL's overload resolution (func_select_candidate): the best candidates."""
-    if binary_op and args.count(t.UNKNOWN) == 1:
-        known = args[0] if args[1] == t.UNKNOWN else args[1]
-        exact = [c for c in candidates if c.args == (known, known)]
-        if exact:
-            return exact
-    exact = [c for c in candidates if c.args == tuple(args)]
-    if exact:
-        return exact
-    viable = [c for c in candidates if all(map(_can_coerce, args, c.args))]
-    if len(viable) <= 1:
-        return viable
-
-    def best(score: Callable[[Overload], int]) -> None:
-        nonlocal viable
-        top = max(map(score, viable))
-        kept = [c for c in viable if score(c) == top]
-        viable = kept or viable
-
-    best(lambda c: sum(a == p for a, p in zip(args, c.args, strict=True) if a != t.UNKNOWN))
-    if len(viable) == 1:
-        return viable
-    best(
-        lambda c: sum(
-            a == p or (p in _PREFERRED and _category(p) == _category(a))
-            for a, p in zip(args, c.args, strict=True)
-            if a != t.UNKNOWN
-        )
-    )
-    if len(viable) == 1:
-        return viable
-    for i, arg in enumerate(args):
-        if arg != t.UNKNOWN:
-            continue
-        categories = {_category(c.args[i]) for c in viable}
-        if "S" in categories:
-            chosen = "S"
-        elif len(categories) == 1:
-            (chosen,) = categories
-        else:
-            return viable
-        viable = [c for c in viable if _category(c.args[i]) == chosen]
-        preferred = [c for c in viable if c.args[i] in _PREFERRED]
-        viable = preferred or viable
-    if len(viable) > 1:
-        known_types = {a for a in args if a != t.UNKNOWN}
-        if len(known_types) == 1:
-            (only,) = known_types
-            same = [
-                c
-                for c in viable
-                if all(
-                    _can_coerce(only, p)
-                    for a, p in zip(args, c.args, strict=True)
-                    if a == t.UNKNOWN
-                )
-            ]
-            if len(same) == 1:
-                return same
-    return viable
 
 
 def _type_list(types: Sequence[str]) -> str:
@@ -438,20 +336,20 @@ class _Compiler:
         for ntype, node in known[1:]:
             if ntype == ptype:
                 continue
-            if _category(ntype) != _category(ptype):
+            if resolve.category(ntype) != resolve.category(ptype):
                 raise SqlError(
                     f"{context} types {t.sql_name(ptype)} and {t.sql_name(ntype)} cannot be "
                     "matched",
                     self.pos(node),
                 )
             if (
-                ptype not in _PREFERRED
-                and _can_coerce(ptype, ntype)
-                and not _can_coerce(ntype, ptype)
+                ptype not in resolve.PREFERRED
+                and resolve.can_coerce(ptype, ntype)
+                and not resolve.can_coerce(ntype, ptype)
             ):
                 ptype = ntype
         for item, node in zip(items, nodes, strict=True):
-            if not _can_coerce(item.type, ptype):
+            if not resolve.can_coerce(item.type, ptype):
                 raise SqlError(
                     f"{context} could not convert type {t.sql_name(item.type)} to "
                     f"{t.sql_name(ptype)}",
@@ -478,7 +376,7 @@ class _Compiler:
         constants of the parameter types).
         """
         same_arity = [o for o in overloads if len(o.args) == len(args)]
-        chosen = _select(same_arity, [a.type for a in args], binary_op)
+        chosen = resolve.select(same_arity, [a.type for a in args], binary_op)
         kind, _, signature = describe().partition(" ")
         if not chosen:
             if kind == "operator":
@@ -610,7 +508,9 @@ class _Compiler:
         eq, bound = self.comparison("=", left, right, [node.lexpr, node.rexpr], node)
         fa, fb = bound[0].fn, bound[1].fn
         # The result has the type of the first argument as the operator takes it.
-        overload = _select(functions.OPERATORS[("=", 2)], [bound[0].type, bound[1].type], True)
+        overload = resolve.select(
+            functions.OPERATORS[("=", 2)], [bound[0].type, bound[1].type], True
+        )
         result_type = overload[0].args[0]
         convert = self.converter(bound[0].type, result_type, node.lexpr)
 
@@ -902,7 +802,7 @@ class _Compiler:
         field = bound[0].fn(None)
         if field is None:
             return
-        chosen = _select(functions.FUNCTIONS[name], [t.TEXT, bound[1].type], False)
+        chosen = resolve.select(functions.FUNCTIONS[name], [t.TEXT, bound[1].type], False)
         try:
             functions.check_unit(name, field, chosen[0].args[1])
         except EvalError as exc:
