@@ -27,9 +27,12 @@ def secret_key() -> SecretStr:
 
 
 @pytest.fixture
-def control(kafka: Any, secret_key: SecretStr) -> Control:
+def control(kafka: Any, secret_key: SecretStr) -> Iterator[Control]:
+    """Writes desired state; deletes what the test created at the end."""
     ensure_topics(kafka.bootstrap, topics.control_topics(3))
-    return Control(kafka.bootstrap, secret_key)
+    control = Control(kafka.bootstrap, secret_key)
+    yield control
+    control.remove_all()
 
 
 @pytest.fixture
@@ -54,7 +57,9 @@ def ingest(
 
 
 @pytest.fixture
-def transform_settings(kafka: Any, redis_server: str, unique: str, tmp_path: Path) -> TransformSettings:
+def transform_settings(
+    kafka: Any, redis_server: str, unique: str, tmp_path: Path
+) -> TransformSettings:
     return TransformSettings(
         kafka_bootstrap=kafka.bootstrap,
         redis_url=redis_server,

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from freshet.devstack.harness import fold, wait_applied
 from freshet.common import topics
+from freshet.devstack.harness import fold, wait_applied
 
 from .views_workload import SCHEMA, TABLES, VIEWS, Workload, canonical, oracle_rows, view_rows
 
@@ -41,7 +41,9 @@ def assert_views_equal_oracle(kafka: Any, conn: Any, names: dict[str, str], cata
         if got != want:
             missing = sorted(set(want) - set(got))[:5]
             extra = sorted(set(got) - set(want))[:5]
-            mismatches.append(f"{view}: {len(got)} rows vs {len(want)}; missing {missing}; extra {extra}")
+            mismatches.append(
+                f"{view}: {len(got)} rows vs {len(want)}; missing {missing}; extra {extra}"
+            )
     assert not mismatches, "\n".join(mismatches)
 
 

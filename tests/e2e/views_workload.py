@@ -198,7 +198,9 @@ class Workload:
             )
 
 
-def oracle_rows(conn: psycopg.Connection[Any], name: str, sql: str, catalog: Catalog) -> list[dict[str, Any]]:
+def oracle_rows(
+    conn: psycopg.Connection[Any], name: str, sql: str, catalog: Catalog
+) -> list[dict[str, Any]]:
     """The view's rows as PostgreSQL computes them, encoded as view rows are."""
     plan = compile_view(name, sql, catalog)
     encoders = [(c.name, encoder(c.type)) for c in plan.columns]
@@ -217,4 +219,13 @@ def view_rows(folded: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(v) for v in folded.values()]
 
 
-__all__ = ["SCHEMA", "TABLES", "VIEWS", "Workload", "canonical", "loads", "oracle_rows", "view_rows"]
+__all__ = [
+    "SCHEMA",
+    "TABLES",
+    "VIEWS",
+    "Workload",
+    "canonical",
+    "loads",
+    "oracle_rows",
+    "view_rows",
+]

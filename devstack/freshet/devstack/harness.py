@@ -1,5 +1,7 @@
-"""What tests and benchmarks that span services need: run ingest and transform in-process,
-register sources and views through their desired-state topics, fold topics, wait for positions.
+"""Support for tests and benchmarks that span services.
+
+Run services in threads, register sources and views through their desired-state topics, fold
+topics, wait for positions.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class Control:
     bootstrap: str
     secret_key: SecretStr
     producer: Producer = field(init=False)
+    created: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.producer = Producer(producer_config(self.bootstrap))
@@ -97,13 +100,26 @@ class Control:
             name.encode(),
             codec.dumps(spec.model_dump(mode="json")),
         )
+        self.created.append((topics.CONTROL_SOURCES, name))
         return spec
 
     def catalog(self, wanted: set[str], timeout: float = 60.0) -> Catalog:
-        """The catalog once every table in ``wanted`` (source.schema.table) was published."""
+        """The catalog of the sources of ``wanted`` (``source.schema.table`` names).
+
+        Returned once every table in ``wanted`` was published; other sources on the broker
+        (other tests') are left out.
+        """
+        sources = {w.split(".", 1)[0] for w in wanted}
         deadline = time.monotonic() + timeout
         while True:
-            tables = [TableSchema.model_validate(v) for v in fold(self.bootstrap, topics.SCHEMAS).values()]
+            tables = [
+                t
+                for t in (
+                    TableSchema.model_validate(v)
+                    for v in fold(self.bootstrap, topics.SCHEMAS).values()
+                )
+                if t.source in sources
+            ]
             if wanted <= {t.qualified for t in tables}:
                 return Catalog(tables)
             if time.monotonic() > deadline:
@@ -126,10 +142,17 @@ class Control:
             name.encode(),
             codec.dumps(spec.model_dump(mode="json")),
         )
+        self.created.append((topics.CONTROL_VIEWS, name))
         return spec
 
     def delete_view(self, name: str) -> None:
         produce_sync(self.producer, topics.CONTROL_VIEWS, name.encode(), None)
+
+    def remove_all(self) -> None:
+        """Delete everything this object created (views first, then sources)."""
+        for topic, name in sorted(self.created, key=lambda c: c[0] != topics.CONTROL_VIEWS):
+            produce_sync(self.producer, topic, name.encode(), None)
+        self.created.clear()
 
 
 def view_status(bootstrap: str, name: str) -> DataflowStatus | None:
@@ -162,7 +185,8 @@ def wait_applied(
         consumer.close()
     states = {n: (s.state, s.reason, s.applied) for n, s in found.items()}
     raise AssertionError(
-        f"views {sorted(pending)} did not apply {events.lsn_to_str(lsn)} in {timeout:.0f}s: {states}"
+        f"views {sorted(pending)} did not apply {events.lsn_to_str(lsn)} in {timeout:.0f}s: "
+        f"{states}"
     )
 
 

@@ -10,10 +10,9 @@ Tansu needs: a session of 6 s and a 1 s heartbeat.
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
 import threading
+from typing import Any
 
 import faust
 from faust.web import Request, Response, View
@@ -37,7 +36,9 @@ class HealthView(View):
         if service is None:
             return self.json({"status": "ok"})
         alive, detail = service.health()
-        return self.json({"status": "ok" if alive else "down", **detail}, status=200 if alive else 503)
+        return self.json(
+            {"status": "ok" if alive else "down", **detail}, status=200 if alive else 503
+        )
 
 
 class ReconcilerService(Service):

@@ -40,7 +40,9 @@ EVENTS_IN = Counter("freshet_transform_events_in_total", "Change events applied"
 ROWS_OUT = Counter("freshet_transform_rows_out_total", "View rows written", ["view"])
 LAG = Gauge("freshet_transform_lag_messages", "Input messages not yet applied", ["view"])
 FRESHNESS = Gauge(
-    "freshet_transform_freshness_ms", "Now minus the commit time of the last applied change", ["view"]
+    "freshet_transform_freshness_ms",
+    "Now minus the commit time of the last applied change",
+    ["view"],
 )
 
 
@@ -87,7 +89,10 @@ class TransformService:
             settings.kafka_bootstrap, topics.SCHEMAS, TableSchema.model_validate_json
         )
         self._schemas.start()
-        consumer = Consumer(consumer_config(settings.kafka_bootstrap, settings.transform_group))
+        # Not the faust app's own group (the same id would mix two assignment protocols).
+        consumer = Consumer(
+            consumer_config(settings.kafka_bootstrap, f"{settings.transform_group}.views")
+        )
         consumer.subscribe(
             [topics.CONTROL_VIEWS],
             on_assign=self._on_assign,
@@ -160,7 +165,8 @@ class TransformService:
             spec = ViewSpec.model_validate_json(raw_value)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in exc.errors(include_input=False)
             )
             log.error("ignoring invalid desired state for view %s: %s", name, problems)
             return
@@ -174,8 +180,15 @@ class TransformService:
         try:
             Store(self._redis, "view", spec.name, spec.generation).drop()
         except redis.RedisError as exc:
-            log.warning("view %s: could not drop the state of generation %d: %s", spec.name, spec.generation, exc)
-        self._producer.produce(topics.STATUS, key=topics.status_key("view", spec.name).encode(), value=None)
+            log.warning(
+                "view %s: could not drop the state of generation %d: %s",
+                spec.name,
+                spec.generation,
+                exc,
+            )
+        self._producer.produce(
+            topics.STATUS, key=topics.status_key("view", spec.name).encode(), value=None
+        )
 
     # --- reconciliation ----------------------------------------------------------------------
 
@@ -191,16 +204,19 @@ class TransformService:
         for name in [n for n in self._running if n not in self._desired]:
             self._stop(name)
 
-    def _catalog(self) -> Catalog:
+    def _catalog(self, spec: ViewSpec) -> Catalog:
+        """The tables control resolved the SQL to: a source added later cannot change the view."""
         assert self._schemas is not None
-        return Catalog(schema for _key, schema in self._schemas.items())
+        return Catalog(s for _key, s in self._schemas.items() if s.qualified in spec.tables)
 
     def _start(self, running: _Running) -> None:
         spec = running.spec
         try:
-            plan = compile_view(spec.name, spec.sql, self._catalog())
+            plan = compile_view(spec.name, spec.sql, self._catalog(spec))
         except SqlError as exc:
-            self._fail(running, f"the view's SQL does not compile against the captured tables: {exc}")
+            self._fail(
+                running, f"the view's SQL does not compile against the captured tables: {exc}"
+            )
             return
         store = Store(self._redis, "view", spec.name, spec.generation)
         task = ViewTask(spec, plan, self._settings, store, self._publish, self._instance)
@@ -268,7 +284,9 @@ class TransformService:
             task = running.task
             if task is None or running.thread is None or not running.thread.is_alive():
                 continue
-            stalled = task.lag > 0 and now - task.last_progress > self._settings.transform_stall_after_s
+            stalled = (
+                task.lag > 0 and now - task.last_progress > self._settings.transform_stall_after_s
+            )
             if stalled and task.state == "running":
                 task.state = "stalled"
                 self._publish(

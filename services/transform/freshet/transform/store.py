@@ -31,7 +31,7 @@ class Fenced(Exception):
 
 class Store:
     def __init__(self, client: redis.Redis, kind: str, name: str, generation: int) -> None:
-        self._r = client
+        self._r: Any = client  # bytes responses (no decode_responses)
         self.prefix = f"freshet:{kind}:{name}:g{generation}"
         self._epoch_key = f"{self.prefix}:epoch"
         self._meta_key = f"{self.prefix}:meta"
@@ -90,7 +90,9 @@ class Store:
                         pipe.hset(f"{self.prefix}:rows:{table}", mapping=dict(changed))
                 fields: dict[str, Any] = {f"o:{t}:{p}": o for (t, p), o in offsets.items()}
                 for name, value in (meta or {}).items():
-                    fields[name] = value if isinstance(value, bytes | str | int) else orjson.dumps(value)
+                    fields[name] = (
+                        value if isinstance(value, bytes | str | int) else orjson.dumps(value)
+                    )
                 if fields:
                     pipe.hset(self._meta_key, mapping=fields)
                 else:

@@ -155,6 +155,11 @@ class ViewPlan:
 # --- scopes ---------------------------------------------------------------------------------
 
 
+def _fields(node: Any) -> tuple[Any, ...]:
+    """The name parts of a ColumnRef (pglast types them as optional)."""
+    return tuple(node.fields or ())
+
+
 def _deparse(node: Any) -> str:
     return str(RawStream()(node))
 
@@ -256,8 +261,8 @@ class _GroupScope:
         self.aggregates = aggregates
 
     def _identity(self, node: Any) -> Any:
-        if isinstance(node, ast.ColumnRef) and not isinstance(node.fields[-1], ast.A_Star):
-            fields = tuple(f.sval for f in node.fields)
+        if isinstance(node, ast.ColumnRef) and not isinstance(_fields(node)[-1], ast.A_Star):
+            fields = tuple(f.sval for f in _fields(node))
             probe = _TupleScope(self.tuples.inputs)
             inp, column = probe._find(fields, _location(node, self.offset) or 0)
             return ("column", inp.index, column)
@@ -298,7 +303,9 @@ class _GroupScope:
             if len(args) != 1:
                 raise SqlError(f"{name}() takes exactly one argument here", pos)
             arg = compile_expr(args[0], self.tuples, self.offset)
-            agg = Aggregate(name, arg, bool(node.agg_distinct), arg.type, _result_type(name, arg.type, pos))
+            agg = Aggregate(
+                name, arg, bool(node.agg_distinct), arg.type, _result_type(name, arg.type, pos)
+            )
         i = len(self.aggregates)
         self.aggregates.append(agg)
         return Compiled(lambda ctx: ctx[1][i], agg.result_type)
@@ -327,7 +334,7 @@ def _result_type(func: str, arg: str, position: int | None) -> str:
 
 
 def _func_name(node: ast.FuncCall) -> str:
-    parts = [p.sval for p in node.funcname]
+    parts = [p.sval for p in node.funcname or ()]
     if len(parts) == 2 and parts[0] == "pg_catalog":
         return parts[1]
     return ".".join(parts)
@@ -348,13 +355,13 @@ def compile_view(name: str, sql: str, catalog: Catalog) -> ViewPlan:
     inputs: list[Input] = []
     joins: list[Join] = []
     deferred_on: list[tuple[int, Any]] = []
-    _from(stmt.fromClause, catalog, inputs, joins, deferred_on)
+    _from(stmt.fromClause or (), catalog, inputs, joins, deferred_on)
     _compile_joins(inputs, joins, deferred_on)
 
     scope = _TupleScope(inputs)
     where = _where(stmt.whereClause, inputs, joins)
 
-    targets = _expand_targets(stmt.targetList, inputs)
+    targets = _expand_targets(stmt.targetList or (), inputs)
     names = [_output_name(t) for t in targets]
     _check_unique(names, targets)
 
@@ -370,7 +377,9 @@ def compile_view(name: str, sql: str, catalog: Catalog) -> ViewPlan:
         gscope = _GroupScope(scope, group_nodes, group_by, aggregates, 0, "SELECT")
         outputs = [compile_expr(t.val, gscope, 0) for t in targets]
         if stmt.havingClause is not None:
-            having = _boolean(compile_expr(stmt.havingClause, gscope, 0), stmt.havingClause, "HAVING")
+            having = _boolean(
+                compile_expr(stmt.havingClause, gscope, 0), stmt.havingClause, "HAVING"
+            )
     else:
         outputs = [compile_expr(t.val, scope, 0) for t in targets]
     distinct = stmt.distinctClause is not None
@@ -379,7 +388,9 @@ def compile_view(name: str, sql: str, catalog: Catalog) -> ViewPlan:
             "SELECT DISTINCT together with GROUP BY or aggregates is not supported",
             _location(targets[0].val),
         )
-    columns = tuple(OutputColumn(name=n, type=_concrete(c.type)) for n, c in zip(names, outputs, strict=True))
+    columns = tuple(
+        OutputColumn(name=n, type=_concrete(c.type)) for n, c in zip(names, outputs, strict=True)
+    )
     key, key_sources = _derive_key(inputs, targets, names, group_nodes, grouped, distinct, scope)
     for inp in inputs:
         inp.key_positions  # noqa: B018 - registers the primary key columns in every input
@@ -414,7 +425,10 @@ def _parse(sql: str) -> ast.SelectStmt:
         message, location = exc.args[0], exc.args[1] if len(exc.args) > 1 else None
         raise SqlError(str(message), location) from None
     if len(statements) != 1:
-        raise SqlError("a view is exactly one SELECT statement", _location(statements[1].stmt) if len(statements) > 1 else 0)
+        raise SqlError(
+            "a view is exactly one SELECT statement",
+            _location(statements[1].stmt) if len(statements) > 1 else 0,
+        )
     stmt = statements[0].stmt
     if not isinstance(stmt, ast.SelectStmt):
         raise SqlError(f"a view is a SELECT statement, not {type(stmt).__name__}", 0)
@@ -423,10 +437,13 @@ def _parse(sql: str) -> ast.SelectStmt:
 
 def _refuse_unsupported(stmt: ast.SelectStmt) -> None:
     def refuse(what: str, node: Any) -> None:
-        raise SqlError(f"{what} is not supported in a view", _location(node) if node is not None else None)
+        raise SqlError(
+            f"{what} is not supported in a view", _location(node) if node is not None else None
+        )
 
     if stmt.op != enums.SetOperation.SETOP_NONE:
-        refuse("UNION / INTERSECT / EXCEPT", stmt.larg.targetList[0] if stmt.larg else None)
+        first = stmt.larg.targetList if stmt.larg is not None else None
+        refuse("UNION / INTERSECT / EXCEPT", first[0] if first else None)
     if stmt.withClause is not None:
         refuse("WITH", stmt.withClause)
     if stmt.valuesLists:
@@ -489,7 +506,9 @@ def _from(
     _from_item(clause[0], catalog, inputs, deferred_on)
 
 
-def _from_item(node: Any, catalog: Catalog, inputs: list[Input], deferred_on: list[tuple[int, Any]]) -> None:
+def _from_item(
+    node: Any, catalog: Catalog, inputs: list[Input], deferred_on: list[tuple[int, Any]]
+) -> None:
     if isinstance(node, ast.RangeVar):
         parts = tuple(p for p in (node.catalogname, node.schemaname, node.relname) if p)
         table = catalog.resolve(parts, _location(node))
@@ -509,13 +528,16 @@ def _from_item(node: Any, catalog: Catalog, inputs: list[Input], deferred_on: li
         same = [i.columns for i in inputs if i.table.qualified == table.qualified]
         columns = same[0] if same else []
         inputs.append(
-            Input(index=len(inputs), alias=alias, table=table, types=types, columns=columns)
+            Input(index=len(inputs), alias=str(alias), table=table, types=types, columns=columns)
         )
         return
     if isinstance(node, ast.JoinExpr):
         kinds = {enums.JoinType.JOIN_INNER: "inner", enums.JoinType.JOIN_LEFT: "left"}
         if node.jointype not in kinds:
-            label = {enums.JoinType.JOIN_RIGHT: "RIGHT JOIN", enums.JoinType.JOIN_FULL: "FULL JOIN"}
+            label: dict[Any, str] = {
+                enums.JoinType.JOIN_RIGHT: "RIGHT JOIN",
+                enums.JoinType.JOIN_FULL: "FULL JOIN",
+            }
             raise SqlError(
                 f"{label.get(node.jointype, str(node.jointype))} is not supported (INNER and LEFT "
                 "joins are; write a RIGHT JOIN as a LEFT JOIN with the tables swapped)",
@@ -527,7 +549,8 @@ def _from_item(node: Any, catalog: Catalog, inputs: list[Input], deferred_on: li
             raise SqlError("an alias on a join is not supported", _location(node.rarg))
         if not isinstance(node.rarg, ast.RangeVar):
             raise SqlError(
-                "only a table may be on the right of a JOIN (parenthesised joins are not supported)",
+                "only a table may be on the right of a JOIN "
+                "(parenthesised joins are not supported)",
                 _location(node.rarg) if hasattr(node.rarg, "location") else None,
             )
         _from_item(node.larg, catalog, inputs, deferred_on)
@@ -536,7 +559,9 @@ def _from_item(node: Any, catalog: Catalog, inputs: list[Input], deferred_on: li
         if node.usingClause:
             deferred_on.append((right, ("using", kinds[node.jointype], node.usingClause, node)))
         elif node.quals is None:
-            raise SqlError("a JOIN needs ON or USING (cross joins are not supported)", _location(node.rarg))
+            raise SqlError(
+                "a JOIN needs ON or USING (cross joins are not supported)", _location(node.rarg)
+            )
         else:
             deferred_on.append((right, ("on", kinds[node.jointype], node.quals, node)))
         return
@@ -546,13 +571,15 @@ def _from_item(node: Any, catalog: Catalog, inputs: list[Input], deferred_on: li
 def _conjuncts(node: Any) -> list[Any]:
     if isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.AND_EXPR:
         out = []
-        for arg in node.args:
+        for arg in node.args or ():
             out.extend(_conjuncts(arg))
         return out
     return [node]
 
 
-def _compile_joins(inputs: list[Input], joins: list[Join], deferred_on: list[tuple[int, Any]]) -> None:
+def _compile_joins(
+    inputs: list[Input], joins: list[Join], deferred_on: list[tuple[int, Any]]
+) -> None:
     for right, (form, kind, clause, node) in deferred_on:
         inp = inputs[right]
         left_keys: list[Compiled] = []
@@ -565,7 +592,11 @@ def _compile_joins(inputs: list[Input], joins: list[Join], deferred_on: list[tup
                 left = _TupleScope(inputs, visible=right)
                 left_keys.append(left.column((column,), _location(node.rarg) or 0))
                 if column not in inp.types:
-                    raise SqlError(f'column "{column}" specified in USING clause does not exist in right table', _location(node.rarg))
+                    raise SqlError(
+                        f'column "{column}" specified in USING clause does not exist in the '
+                        "right table",
+                        _location(node.rarg),
+                    )
                 right_keys.append(_column_ref_row(inp, column))
         else:
             for conj in _conjuncts(clause):
@@ -629,8 +660,8 @@ def _classify_on(
     if (
         isinstance(conj, ast.A_Expr)
         and conj.kind == enums.A_Expr_Kind.AEXPR_OP
-        and len(conj.name) == 1
-        and conj.name[0].sval == "="
+        and len(conj.name or ()) == 1
+        and conj.name[0].sval == "="  # type: ignore[index]
     ):
         sides = []
         for operand in (conj.lexpr, conj.rexpr):
@@ -656,7 +687,9 @@ def _classify_on(
 
 def _boolean(compiled: Compiled, node: Any, clause: str) -> Compiled:
     if compiled.type not in ("bool", "unknown"):
-        raise SqlError(f"argument of {clause} must be type boolean, not type {compiled.type}", _location(node))
+        raise SqlError(
+            f"argument of {clause} must be type boolean, not type {compiled.type}", _location(node)
+        )
     return compiled
 
 
@@ -703,14 +736,18 @@ def _expand_targets(targets: tuple[Any, ...], inputs: list[Input]) -> list[ast.R
     out: list[ast.ResTarget] = []
     for target in targets:
         val = target.val
-        if isinstance(val, ast.ColumnRef) and isinstance(val.fields[-1], ast.A_Star):
-            qual = tuple(f.sval for f in val.fields[:-1])
+        if isinstance(val, ast.ColumnRef) and isinstance(_fields(val)[-1], ast.A_Star):
+            qual = tuple(f.sval for f in _fields(val)[:-1])
             chosen = [i for i in inputs if not qual or qual in _names_of(i)]
             if not chosen:
-                raise SqlError(f'missing FROM-clause entry for table "{".".join(qual)}"', _location(val))
+                raise SqlError(
+                    f'missing FROM-clause entry for table "{".".join(qual)}"', _location(val)
+                )
             for inp in chosen:
                 for column in inp.types:
-                    ref = ast.ColumnRef(fields=(ast.String(sval=inp.alias), ast.String(sval=column)))
+                    ref = ast.ColumnRef(
+                        fields=(ast.String(sval=inp.alias), ast.String(sval=column))
+                    )
                     ref.location = val.location
                     out.append(ast.ResTarget(name=column, val=ref, location=target.location))
         else:
@@ -723,14 +760,14 @@ def _output_name(target: ast.ResTarget) -> str:
         return str(target.name)
     val = target.val
     if isinstance(val, ast.ColumnRef):
-        return str(val.fields[-1].sval)
+        return str(_fields(val)[-1].sval)
     if isinstance(val, ast.FuncCall):
         return _func_name(val).rsplit(".", 1)[-1]
     if isinstance(val, ast.TypeCast):
         inner = val.arg
         if isinstance(inner, ast.ColumnRef):
-            return str(inner.fields[-1].sval)
-        names = [n.sval for n in val.typeName.names]
+            return str(_fields(inner)[-1].sval)
+        names = [n.sval for n in (val.typeName.names if val.typeName else None) or ()]
         return str(names[-1])
     if isinstance(val, ast.CoalesceExpr):
         return "coalesce"
@@ -757,12 +794,12 @@ def _check_unique(names: list[str], targets: list[ast.ResTarget]) -> None:
 def _group_node(node: Any, targets: list[ast.ResTarget]) -> Any:
     """``GROUP BY 2`` and ``GROUP BY alias`` name a select item, as in PostgreSQL."""
     if isinstance(node, ast.A_Const) and isinstance(node.val, ast.Integer):
-        n = node.val.ival
+        n = int(node.val.ival or 0)
         if not 1 <= n <= len(targets):
             raise SqlError(f"GROUP BY position {n} is not in select list", _location(node))
         return targets[n - 1].val
-    if isinstance(node, ast.ColumnRef) and len(node.fields) == 1:
-        name = node.fields[0].sval
+    if isinstance(node, ast.ColumnRef) and len(_fields(node)) == 1:
+        name = _fields(node)[0].sval
         for target in targets:
             if target.name == name:
                 return target.val
@@ -813,9 +850,9 @@ def _derive_key(
     for name, target in zip(names, targets, strict=True):
         if isinstance(target.val, ast.ColumnRef):
             probe = _TupleScope(inputs)
-            probe.column(tuple(f.sval for f in target.val.fields), 0)
+            probe.column(tuple(f.sval for f in _fields(target.val)), 0)
             (index,) = probe.used
-            plain.setdefault((index, str(target.val.fields[-1].sval)), name)
+            plain.setdefault((index, str(_fields(target.val)[-1].sval)), name)
     for inp in inputs:
         for column in inp.table.primary_key:
             key.append(plain.get((inp.index, column)) or fresh())

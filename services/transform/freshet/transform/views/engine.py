@@ -112,7 +112,10 @@ class ViewEngine:
                     source=inp.table.source,
                     columns=inp.columns,
                     types=types,
-                    decoders=[decoder(ty, _typmod(inp, c)) for ty, c in zip(types, inp.columns, strict=True)],
+                    decoders=[
+                        decoder(ty, _typmod(inp, c))
+                        for ty, c in zip(types, inp.columns, strict=True)
+                    ],
                     inputs=[],
                 )
                 self.tables[t.qualified] = t
@@ -201,7 +204,7 @@ class ViewEngine:
             self.last_commit_ts_ms = int(ts)
 
     def _decode(self, table: _Table, after: dict[str, Any], old: Row | None) -> Row:
-        values = []
+        values: list[Any] = []
         for i, (column, decode) in enumerate(zip(table.columns, table.decoders, strict=True)):
             try:
                 raw = after[column]
@@ -238,7 +241,9 @@ class ViewEngine:
                 dirty[pk] = (pos, None)
                 self._change(table, row, None)
 
-    def load(self, qualified: str, rows: Iterable[tuple[str, Pos, Row | None]], truncated: Pos | None) -> None:
+    def load(
+        self, qualified: str, rows: Iterable[tuple[str, Pos, Row | None]], truncated: Pos | None
+    ) -> None:
         """Restore a table's committed rows (at start-up); call :meth:`drain` after all loads."""
         table = self.tables[qualified]
         table.truncated = truncated
@@ -351,9 +356,7 @@ class ViewEngine:
                 if row not in self._pending:
                     self._pending[row] = before > 0
             else:
-                key = tuple(
-                    (t[int(kind[2:])] or _NULLS)[pos] for kind, pos in plan.key_sources
-                )
+                key = tuple((t[int(kind[2:])] or _NULLS)[pos] for kind, pos in plan.key_sources)
                 if m > 0:
                     self._pending[key] = tuple(f(t) for f in self._outputs)
                 else:
@@ -401,7 +404,9 @@ class ViewEngine:
                     out.append((self._key_bytes(row), self._row_bytes(row) if present else None))
         else:
             for key, row in pending.items():
-                out.append((self._key_bytes(key), self._row_bytes(row) if row is not None else None))
+                out.append(
+                    (self._key_bytes(key), self._row_bytes(row) if row is not None else None)
+                )
         return out
 
     def _group_row(self, gkey: Any) -> tuple[bytes, bytes | None]:
@@ -413,7 +418,9 @@ class ViewEngine:
         if group.count == 0 and plan.group_by:
             del self._groups[gkey]
             return key, None
-        values = tuple(_result(a, s, group.count) for a, s in zip(plan.aggregates, group.states, strict=True))
+        values = tuple(
+            _result(a, s, group.count) for a, s in zip(plan.aggregates, group.states, strict=True)
+        )
         ctx = (gkey, values)
         if plan.having is not None and plan.having.fn(ctx) is not True:
             return key, None

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError as CKafkaError, Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer
+from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import TopicPartition as TP
 from pydantic import ValidationError
 
@@ -139,7 +140,7 @@ class ViewTask:
         return DataflowStatus(
             kind="view",
             name=self.spec.name,
-            state=state or self.state,  # type: ignore[arg-type]
+            state=state or self.state,
             reason=reason,
             generation=self.spec.generation,
             applied=dict(self._frontier.applied) if self._frontier else {},
@@ -191,8 +192,8 @@ class ViewTask:
             mark = truncated.get(qualified)
             self.engine.load(
                 qualified,
-                rows,  # type: ignore[arg-type]
-                tuple(orjson.loads(mark)) if mark else None,  # type: ignore[arg-type]
+                rows,
+                tuple(orjson.loads(mark)) if mark else None,
             )
         initial = self.engine.drain()
         self._consumed = store.offsets()
@@ -266,7 +267,9 @@ class ViewTask:
                 for t in self.engine.tables.values()
                 if t.truncated is not None and t.qualified in dirty
             }
-            self._store.commit(rows, {tp: o for tp, o in consumed.items() if self._consumed.get(tp) != o}, meta)
+            self._store.commit(
+                rows, {tp: o for tp, o in consumed.items() if self._consumed.get(tp) != o}, meta
+            )
             self._consumed = consumed
             self.last_progress = time.monotonic()
             self._update_lag(consumer)
@@ -302,12 +305,18 @@ class ViewTask:
     ) -> None:
         if not outputs:
             return
-        headers = [(APPLIED_HEADER, orjson.dumps(applied or {}))]
+        headers: list[tuple[str, str | bytes | None]] = [
+            (APPLIED_HEADER, orjson.dumps(applied or {}))
+        ]
         for key, value in outputs:
             while True:
                 try:
                     producer.produce(
-                        self._topic, key=key, value=value, headers=headers, on_delivery=self._delivered
+                        self._topic,
+                        key=key,
+                        value=value,
+                        headers=headers,
+                        on_delivery=self._delivered,
                     )
                     break
                 except BufferError:
