@@ -116,7 +116,7 @@ def _micros(frac: str | None) -> int:
     # PostgreSQL rounds fractional seconds to microseconds (half away from zero).
     if not frac:
         return 0
-    return int(Decimal("0." + frac).scaleb(6).quantize(Decimal(1), decimal.ROUND_HALF_UP))
+    return int(Decimal("0." + frac).scaleb(6, t.EXACT).quantize(Decimal(1), decimal.ROUND_HALF_UP))
 
 
 def _clock(groups: tuple[str | None, ...], type: str, text: str) -> timedelta:

@@ -144,7 +144,7 @@ _op("-", (t.NUMERIC, t.NUMERIC), t.NUMERIC, t.pg_numeric_sub)
 _op("*", (t.NUMERIC, t.NUMERIC), t.NUMERIC, t.pg_numeric_mul)
 _op("/", (t.NUMERIC, t.NUMERIC), t.NUMERIC, t.numeric_div)
 _op("%", (t.NUMERIC, t.NUMERIC), t.NUMERIC, t.numeric_mod)
-_op("-", (t.NUMERIC,), t.NUMERIC, lambda v: t.numeric(-v))
+_op("-", (t.NUMERIC,), t.NUMERIC, lambda v: t.numeric(v.copy_negate()))
 _op("+", (t.NUMERIC,), t.NUMERIC, lambda v: v)
 
 # --- dates, times, intervals -----------------------------------------------------------------
@@ -623,7 +623,7 @@ for _a in INTS:
     _fn("mod", (_a, _a), _a, _int_mod)
 for _a in FLOATS:
     _fn("abs", (_a,), _a, abs)
-_fn("abs", (t.NUMERIC,), t.NUMERIC, abs)
+_fn("abs", (t.NUMERIC,), t.NUMERIC, Decimal.copy_abs)
 _fn("mod", (t.NUMERIC, t.NUMERIC), t.NUMERIC, t.numeric_mod)
 _fn("round", (t.FLOAT8,), t.FLOAT8, _float_round)
 _fn("round", (t.NUMERIC,), t.NUMERIC, lambda v: t.round_numeric(v, 0))
@@ -804,14 +804,14 @@ def _clock_field(name: str, value: time) -> Decimal:
     if name == "microseconds":
         return Decimal(seconds_us)
     if name == "milliseconds":
-        return Decimal(seconds_us).scaleb(-3)
+        return Decimal(seconds_us).scaleb(-3, t.EXACT)
     if name == "second":
-        return Decimal(seconds_us).scaleb(-6)
+        return Decimal(seconds_us).scaleb(-6, t.EXACT)
     if name == "minute":
         return Decimal(value.minute)
     if name == "hour":
         return Decimal(value.hour)
-    return Decimal(_time_micros(value)).scaleb(-6)  # epoch
+    return Decimal(_time_micros(value)).scaleb(-6, t.EXACT)  # epoch
 
 
 _ZONE_FIELDS = ["timezone", "timezone_hour", "timezone_minute"]
@@ -848,12 +848,12 @@ def extract(field: str, value: Any, type: str) -> Decimal:
     if type == t.TIME:
         return _clock_field(name, value)
     if type == t.INTERVAL:
-        return Decimal(value // timedelta(microseconds=1)).scaleb(-6)
+        return Decimal(value // timedelta(microseconds=1)).scaleb(-6, t.EXACT)
     naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
     if name in _ZONE_FIELDS:
         return Decimal(0)  # the session's time zone is UTC
     if name == "epoch":
-        return Decimal((naive - _EPOCH) // timedelta(microseconds=1)).scaleb(-6)
+        return Decimal((naive - _EPOCH) // timedelta(microseconds=1)).scaleb(-6, t.EXACT)
     if name == "julian":
         day = Decimal(_date_field("julian", naive.date()))
         fraction = t.numeric_div(Decimal(_time_micros(naive.time())), Decimal(86_400 * _US))

@@ -279,10 +279,15 @@ def scale(value: Decimal) -> int:
     return max(0, -value.as_tuple().exponent)  # type: ignore[operator]
 
 
+_NUMERIC_DSCALE_MAX = 16383
+_NUMERIC_MIN_ROUND = -(32767 + 1) * 4 - 1  # -(NUMERIC_WEIGHT_MAX + 1) * DEC_DIGITS - 1
+
+
 def round_numeric(value: Decimal, digits: int) -> Decimal:
     """``round(numeric, digits)``: half away from zero, display scale ``max(digits, 0)``."""
     if not value.is_finite():
         return value
+    digits = max(_NUMERIC_MIN_ROUND, min(digits, _NUMERIC_DSCALE_MAX))  # as PostgreSQL clamps
     if digits >= 0:
         return numeric(value.quantize(Decimal(1).scaleb(-digits), context=EXACT))
     rounded = value.quantize(Decimal(1).scaleb(-digits), context=EXACT)
@@ -310,7 +315,7 @@ def _weight_and_first_digit(value: Decimal) -> tuple[int, int]:
     if value.is_zero():
         return 0, 0
     weight = value.adjusted() // _DEC_DIGITS
-    first = int(EXACT.scaleb(abs(value), -_DEC_DIGITS * weight))
+    first = int(EXACT.scaleb(value.copy_abs(), -_DEC_DIGITS * weight))
     return weight, first
 
 
@@ -376,6 +381,7 @@ def numeric_trunc(value: Decimal, digits: int = 0) -> Decimal:
     """``trunc(numeric, digits)``: toward zero, display scale ``max(digits, 0)``."""
     if not value.is_finite():
         return value
+    digits = max(_NUMERIC_MIN_ROUND, min(digits, _NUMERIC_DSCALE_MAX))  # as PostgreSQL clamps
     out = value.quantize(Decimal(1).scaleb(-digits), rounding=decimal.ROUND_DOWN, context=EXACT)
     return numeric(out if digits >= 0 else out.quantize(Decimal(1), context=EXACT))
 
