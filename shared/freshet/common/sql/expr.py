@@ -396,9 +396,14 @@ class _Compiler:
             if arg.type == t.UNKNOWN:
                 bound.append(self.literal(arg, t.TEXT if param == ANYNONARRAY else param, arg_node))
                 converters.append(None)
-            else:
-                bound.append(arg)
-                converters.append(self.converter(arg.type, param, arg_node))
+                continue
+            convert = self.converter(arg.type, param, arg_node)
+            if convert is not None and isinstance(arg, _Constant):
+                # Convert a constant once, now, rather than at every evaluation.
+                target = t.TEXT if param == ANYNONARRAY else param
+                arg, convert = self.call(_strict(convert, [None]), [arg], target, arg_node), None
+            bound.append(arg)
+            converters.append(convert)
         return _strict(overload.impl, converters), overload.result, bound
 
     def operator(

@@ -260,10 +260,14 @@ for _name in COMPARISONS:
 
 def pg_lower(text: str) -> str:
     """``lower()``: a character at a time, as towlower() does (no 'ß' -> 'ss' expansions)."""
+    if text.isascii():
+        return text.lower()
     return "".join(_lower_char(c) for c in text)
 
 
 def pg_upper(text: str) -> str:
+    if text.isascii():
+        return text.upper()
     return "".join(_upper_char(c) for c in text)
 
 
