@@ -119,7 +119,7 @@ def _micros(frac: str | None) -> int:
     return int(Decimal("0." + frac).scaleb(6, t.EXACT).quantize(Decimal(1), decimal.ROUND_HALF_UP))
 
 
-def _clock(groups: tuple[str | None, ...], type: str, text: str) -> timedelta:
+def _clock(groups: tuple[str | None, ...], text: str) -> timedelta:
     hour, minute, second, frac = groups
     if hour is None:
         return timedelta()
@@ -139,7 +139,7 @@ def _zone(groups: tuple[str | None, ...]) -> timedelta | None:
     return -offset if sign == "-" else offset
 
 
-def _date_of(groups: tuple[str | None, ...], type: str, text: str) -> date:
+def _date_of(groups: tuple[str | None, ...], text: str) -> date:
     try:
         return date(int(groups[0] or 0), int(groups[1] or 0), int(groups[2] or 0))
     except ValueError:
@@ -150,7 +150,7 @@ def date_in(text: str) -> date:
     match = _DATE_TEXT.fullmatch(text)
     if match is None:
         raise _invalid(t.DATE, text)
-    return _date_of(match.groups(), t.DATE, text)
+    return _date_of(match.groups(), text)
 
 
 def _timestamp_parts(text: str, type: str) -> tuple[datetime, timedelta | None]:
@@ -158,9 +158,9 @@ def _timestamp_parts(text: str, type: str) -> tuple[datetime, timedelta | None]:
     if match is None:
         raise _invalid(type, text)
     groups = match.groups()
-    day = _date_of(groups[:3], type, text)
+    day = _date_of(groups[:3], text)
     try:
-        value = datetime.combine(day, time()) + _clock(groups[3:7], type, text)
+        value = datetime.combine(day, time()) + _clock(groups[3:7], text)
     except OverflowError:
         raise EvalError(f'timestamp out of range: "{text}"') from None
     return value, _zone(groups[7:])
@@ -180,7 +180,7 @@ def time_in(text: str) -> time:
     match = _TIME_TEXT.fullmatch(text)
     if match is None:
         raise _invalid(t.TIME, text)
-    clock = _clock(match.groups()[:4], t.TIME, text)
+    clock = _clock(match.groups()[:4], text)
     if clock >= timedelta(days=1):
         raise EvalError("time 24:00:00 is not supported")
     return (datetime.min + clock).time()
@@ -226,14 +226,14 @@ _INTERVAL_TOKEN = re.compile(
 
 
 def interval_in(text: str) -> timedelta:
-    pos, micros, seen = 0, Decimal(0), False
-    stripped = text.strip()
-    if stripped.startswith("@"):
-        pos = text.index("@") + 1
-    while pos < len(text):
-        match = _INTERVAL_TOKEN.match(text, pos)
+    body = text.strip()
+    ago = body.lower().endswith(" ago")
+    body = body[:-4] if ago else body
+    pos, micros, seen = 1 if body.startswith("@") else 0, Decimal(0), False
+    while pos < len(body):
+        match = _INTERVAL_TOKEN.match(body, pos)
         if match is None:
-            if text[pos:].strip():
+            if body[pos:].strip():
                 raise _invalid(t.INTERVAL, text)
             break
         sign, hours, minutes, seconds, number, unit = match.groups()
@@ -255,9 +255,12 @@ def interval_in(text: str) -> timedelta:
         pos = match.end()
     if not seen:
         raise _invalid(t.INTERVAL, text)
-    if stripped.lower().endswith(" ago"):
+    if ago:
         micros = -micros
-    return timedelta(microseconds=int(micros.to_integral_value(decimal.ROUND_HALF_EVEN)))
+    try:
+        return timedelta(microseconds=int(micros.to_integral_value(decimal.ROUND_HALF_EVEN)))
+    except OverflowError:
+        raise EvalError(f'interval out of range: "{text}"') from None
 
 
 _UUID_TEXT = re.compile(r"\{?([0-9a-f]{4}-?){7}[0-9a-f]{4}\}?", re.ASCII | re.IGNORECASE)

@@ -15,6 +15,15 @@ minus, comparisons, ``AND OR NOT``, ``IS [NOT] NULL|TRUE|FALSE|UNKNOWN``,
 ``[NOT] LIKE|ILIKE [ESCAPE]``, ``CASE``, ``COALESCE``, ``NULLIF``, ``GREATEST``, ``LEAST``,
 casts (``CAST(x AS t)``, ``x::t``, ``date '...'``), ``||``, ``->``/``->>`` on json and jsonb,
 and the functions of :data:`functions.FUNCTIONS` plus ``concat``, ``concat_ws``, ``extract``.
+As in PostgreSQL, calls on constants are folded at compile time, so ``1/0`` or ``70000::int2``
+refuse the definition. Values follow a session with ``TimeZone=UTC``, ``DateStyle=ISO`` and
+``IntervalStyle=postgres``, and a database collation ordering text by code point (``C.UTF-8``).
+
+Refused: subqueries, window functions, aggregates (unless the scope's ``special`` takes them),
+``ANY``/``ALL`` over arrays, ``SIMILAR TO`` and regular expressions, ``AT TIME ZONE``,
+``COLLATE``, array constructors and subscripts, ``character(n)``, intervals with months or
+years, ``interval * float``, and functions depending on time or chance unless
+``deterministic=False``.
 """
 
 from __future__ import annotations
