@@ -30,7 +30,6 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import orjson
-from sortedcontainers import SortedDict
 
 from freshet.common.events import UNAVAILABLE_VALUE
 from freshet.common.sql.expr import EvalError
@@ -78,6 +77,10 @@ class _Table:
     inputs: list[int]
     rows: dict[str, tuple[Pos, Row | None]] = field(default_factory=dict)
     truncated: Pos | None = None
+    events: int = 0
+    """Change events of this table read (duplicates included)."""
+    applied: int = 0
+    """Those that changed a row (duplicates and replays skipped)."""
 
 
 class _Group:
@@ -88,9 +91,48 @@ class _Group:
         self.states = [_new_state(a) for a in aggregates]
 
 
+class _Extreme:
+    """MIN or MAX of a multiset.
+
+    The extreme is cached, and found again (once, when read) after the last copy of it left, so
+    deleting the current extreme stays exact.
+    """
+
+    __slots__ = ("counts", "smallest", "stale", "value")
+
+    def __init__(self, smallest: bool) -> None:
+        self.counts: dict[Any, int] = {}
+        self.value: Any = None
+        self.smallest = smallest
+        self.stale = False
+
+    def update(self, value: Any, m: int) -> None:
+        counts = self.counts
+        c = counts.get(value, 0) + m
+        if c:
+            counts[value] = c
+            if m > 0 and not self.stale:
+                current = self.value
+                if current is None or (value < current if self.smallest else value > current):
+                    self.value = value
+        else:
+            del counts[value]
+            if value == self.value:
+                self.stale = True
+
+    def result(self) -> Any:
+        if self.stale:
+            counts = self.counts
+            self.value = (min(counts) if self.smallest else max(counts)) if counts else None
+            self.stale = False
+        return self.value
+
+
 def _new_state(agg: Aggregate) -> Any:
-    if agg.distinct or agg.func in ("min", "max"):
-        return SortedDict() if agg.func in ("min", "max") else {}
+    if agg.func in ("min", "max"):
+        return _Extreme(agg.func == "min")
+    if agg.distinct:
+        return {}
     if agg.func == "count":
         return [0]
     return [0, 0]  # sum, count of non-null values
@@ -133,6 +175,8 @@ class ViewEngine:
         self._key_fields = plan.key
         self._key_encoders = [self._key_encoder(s) for s in plan.key_sources]
         self._groups: dict[Any, _Group] = {}
+        self._group_key = _tuple_fn([g.fn for g in plan.group_by])
+        self._updaters = [_updater(a) for a in plan.aggregates]
         self._distinct: dict[Row, int] = {}
         self._pending: dict[Any, Any] = {}
         self._dirty: dict[str, dict[str, tuple[Pos, Row | None]]] = {}
@@ -168,6 +212,7 @@ class ViewEngine:
         pos = event_position(value)
         op = value["op"]
         self.events_in += 1
+        table.events += 1
         if table.truncated is not None and pos <= table.truncated:
             self.events_skipped += 1
             return False
@@ -192,6 +237,7 @@ class ViewEngine:
                 raise ViewError(f"a {op!r} event of {table.qualified} has no 'after'")
             new = self._decode(table, after, old)
         table.rows[pk] = (pos, new)
+        table.applied += 1
         self._dirty.setdefault(table.qualified, {})[pk] = (pos, new)
         self._note_applied(table, source)
         if old != new:
@@ -363,28 +409,14 @@ class ViewEngine:
                     self._pending[key] = None
 
     def _aggregate(self, t: Tup, m: int) -> None:
-        gkey = tuple(g.fn(t) for g in self.plan.group_by)
+        gkey = self._group_key(t)
         group = self._groups.get(gkey)
         if group is None:
             group = self._groups[gkey] = _Group(self.plan.aggregates)
         group.count += m
-        for agg, state in zip(self.plan.aggregates, group.states, strict=True):
-            if agg.arg is None:
-                continue
-            value = agg.arg.fn(t)
-            if value is None:
-                continue
-            if isinstance(state, dict):  # SortedDict or plain multiset
-                c = state.get(value, 0) + m
-                if c:
-                    state[value] = c
-                else:
-                    del state[value]
-            elif agg.func == "count":
-                state[0] += m
-            else:
-                state[0] += value * m if m != 1 else value
-                state[1] += m
+        for update, state in zip(self._updaters, group.states, strict=True):
+            if update is not None:
+                update(state, t, m)
         self._pending[gkey] = True
 
     # --- output -----------------------------------------------------------------------------
@@ -470,14 +502,70 @@ def _key_fn(parts: tuple[Any, ...]) -> Callable[[Any], Any]:
     return many
 
 
+def _tuple_fn(fns: list[Callable[[Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:
+    """``ctx -> tuple(f(ctx) for f in fns)``, without a generator for the common short cases."""
+    if not fns:
+        return lambda ctx: ()
+    if len(fns) == 1:
+        (a,) = fns
+        return lambda ctx: (a(ctx),)
+    if len(fns) == 2:
+        a, b = fns
+        return lambda ctx: (a(ctx), b(ctx))
+    return lambda ctx: tuple(f(ctx) for f in fns)
+
+
+Updater = Callable[[Any, Tup, int], None]
+
+
+def _updater(agg: Aggregate) -> Updater | None:
+    """How one tuple entering (``m`` = 1) or leaving (-1) a group changes an aggregate's state."""
+    if agg.arg is None:
+        return None  # count(*) is the group's count
+    arg = agg.arg.fn
+    if agg.func in ("min", "max"):
+
+        def extreme(state: Any, t: Tup, m: int) -> None:
+            value = arg(t)
+            if value is not None:
+                state.update(value, m)
+
+        return extreme
+    if agg.distinct:
+
+        def multiset(state: Any, t: Tup, m: int) -> None:
+            value = arg(t)
+            if value is not None:
+                c = state.get(value, 0) + m
+                if c:
+                    state[value] = c
+                else:
+                    del state[value]
+
+        return multiset
+    if agg.func == "count":
+
+        def count(state: Any, t: Tup, m: int) -> None:
+            if arg(t) is not None:
+                state[0] += m
+
+        return count
+
+    def total(state: Any, t: Tup, m: int) -> None:
+        value = arg(t)
+        if value is not None:
+            state[0] += value if m == 1 else value * m
+            state[1] += m
+
+    return total
+
+
 def _result(agg: Aggregate, state: Any, count: int) -> Any:
     func = agg.func
     if agg.arg is None:
         return count
-    if isinstance(state, SortedDict):
-        if not state:
-            return None
-        return state.peekitem(0)[0] if func == "min" else state.peekitem(-1)[0]
+    if isinstance(state, _Extreme):
+        return state.result()
     if isinstance(state, dict):  # DISTINCT
         values = list(state)
         if func == "count":

@@ -129,14 +129,14 @@ class ViewTask:
         freshness = None
         if engine.last_commit_ts_ms is not None:
             freshness = 0 if self.lag == 0 else max(now_ms - engine.last_commit_ts_ms, 0)
-        nodes = {f"input:{i.alias}": NodeCounts() for i in self.plan.inputs}
-        for table in engine.tables.values():
-            for index in table.inputs:
-                nodes[f"input:{self.plan.inputs[index].alias}"] = NodeCounts(
-                    events_in=table_events(engine, table.qualified),
-                    events_out=table_events(engine, table.qualified),
-                )
-        nodes["output"] = NodeCounts(events_in=engine.events_in, events_out=self.events_out)
+        # One node per table read (events read / events that changed a row), and the output
+        # (events applied / view rows written).
+        nodes = {
+            f"table:{t.qualified}": NodeCounts(events_in=t.events, events_out=t.applied)
+            for t in engine.tables.values()
+        }
+        applied = sum(t.applied for t in engine.tables.values())
+        nodes["output"] = NodeCounts(events_in=applied, events_out=self.events_out)
         return DataflowStatus(
             kind="view",
             name=self.spec.name,
@@ -332,8 +332,3 @@ class ViewTask:
     def _delivered(self, err: Any, _msg: Message) -> None:
         if err is not None and self._delivery_error is None:
             self._delivery_error = err
-
-
-def table_events(engine: ViewEngine, qualified: str) -> int:
-    """How many rows of the table the engine holds (live rows), for the per-node counts."""
-    return sum(1 for _pos, row in engine.tables[qualified].rows.values() if row is not None)
