@@ -33,7 +33,7 @@ import orjson
 
 from freshet.common.events import UNAVAILABLE_VALUE
 from freshet.common.sql.expr import EvalError
-from freshet.common.sql.types import decoder, encoder, numeric_div
+from freshet.common.sql.types import decoder, encoder, numeric_div, sort_key
 from freshet.common.sql.views import Aggregate, Input, ViewPlan
 
 Pos = tuple[int, int]
@@ -98,12 +98,13 @@ class _Extreme:
     deleting the current extreme stays exact.
     """
 
-    __slots__ = ("counts", "smallest", "stale", "value")
+    __slots__ = ("counts", "key", "smallest", "stale", "value")
 
-    def __init__(self, smallest: bool) -> None:
+    def __init__(self, smallest: bool, key: Callable[[Any], Any] | None) -> None:
         self.counts: dict[Any, int] = {}
         self.value: Any = None
         self.smallest = smallest
+        self.key = key
         self.stale = False
 
     def update(self, value: Any, m: int) -> None:
@@ -113,8 +114,13 @@ class _Extreme:
             counts[value] = c
             if m > 0 and not self.stale:
                 current = self.value
-                if current is None or (value < current if self.smallest else value > current):
+                if current is None:
                     self.value = value
+                else:
+                    key = self.key
+                    a, b = (value, current) if key is None else (key(value), key(current))
+                    if a < b if self.smallest else a > b:
+                        self.value = value
         else:
             del counts[value]
             if value == self.value:
@@ -123,14 +129,19 @@ class _Extreme:
     def result(self) -> Any:
         if self.stale:
             counts = self.counts
-            self.value = (min(counts) if self.smallest else max(counts)) if counts else None
+            pick = min if self.smallest else max
+            self.value = (
+                (pick(counts, key=self.key) if self.key else pick(counts)) if counts else None
+            )
             self.stale = False
         return self.value
 
 
 def _new_state(agg: Aggregate) -> Any:
     if agg.func in ("min", "max"):
-        return _Extreme(agg.func == "min")
+        # PostgreSQL's order where Python's differs (NaN above all numbers, arrays, jsonb).
+        plain = agg.type in ("int2", "int4", "int8", "text", "date", "timestamp", "timestamptz")
+        return _Extreme(agg.func == "min", None if plain else sort_key(agg.type))
     if agg.distinct:
         return {}
     if agg.func == "count":
@@ -645,11 +656,20 @@ def _from_json(value: Any) -> Any:
     return v  # "j": a JSON document
 
 
+_PLAIN = frozenset({int, str, bool, type(None)})
+
+
 def dump_row(pos: Pos, row: Row | None) -> bytes:
     """A base row as the durable store keeps it (values are tagged by their Python type)."""
-    return orjson.dumps([pos[0], pos[1], None if row is None else [_to_json(v) for v in row]])
+    if row is None:
+        return orjson.dumps([pos[0], pos[1], None])
+    plain = _PLAIN
+    values = [v if type(v) in plain else _to_json(v) for v in row]
+    return orjson.dumps([pos[0], pos[1], values])
 
 
 def load_row(raw: bytes) -> tuple[Pos, Row | None]:
     commit, lsn, values = orjson.loads(raw)
-    return (commit, lsn), None if values is None else tuple(_from_json(v) for v in values)
+    if values is None:
+        return (commit, lsn), None
+    return (commit, lsn), tuple(v if type(v) is not dict else _from_json(v) for v in values)

@@ -1,0 +1,118 @@
+"""What a view reports on ``freshet.status``: running with counts, positions and freshness; an
+error with its reason; stalled when its inputs have changes it does not apply."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from freshet.common import topics
+from freshet.common.schemas import DataflowStatus
+from freshet.devstack.harness import fold, view_status, wait_applied
+from freshet.transform.service import TransformService
+
+from .test_views_oracle import current_lsn
+
+
+def wait_status(kafka: Any, name: str, predicate: Any, timeout: float = 60.0) -> DataflowStatus:
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = view_status(kafka.bootstrap, name)
+        if status is not None and predicate(status):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"status of {name} never matched; last: {status}")
+
+
+def test_a_running_view_reports_counts_positions_and_freshness(
+    kafka: Any, pg_database: Any, control: Any, ingest: Any, transform: Any, unique: str
+) -> None:
+    conn = pg_database.connect()
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, g text, v int)")
+    conn.execute("INSERT INTO t SELECT i, 'g' || (i % 3), i FROM generate_series(1, 30) i")
+    control.add_source(pg_database, unique, ["public.t"])
+    catalog = control.catalog({f"{unique}.public.t"})
+    name = f"{unique}_sums"
+    control.add_view(name, "SELECT g, sum(v) AS total FROM t GROUP BY g", catalog)
+    conn.execute("UPDATE t SET v = v + 1 WHERE id <= 5")
+    conn.execute("DELETE FROM t WHERE id = 30")
+    lsn = current_lsn(conn)
+
+    status = wait_applied(kafka.bootstrap, [name], unique, lsn)[name]
+
+    assert status.state == "running"
+    assert status.applied[unique] >= lsn
+    table = status.nodes[f"table:{unique}.public.t"]
+    assert table.events_in >= 36  # 30 snapshot reads, 5 updates, 1 delete
+    assert table.events_out == table.events_in  # nothing was a duplicate
+    assert status.nodes["output"].events_out >= 3
+    assert status.freshness_ms is not None and status.last_commit_ts_ms is not None
+    rows = fold(kafka.bootstrap, topics.view_topic(name))
+    want = dict(conn.execute("SELECT g, sum(v) FROM t GROUP BY g").fetchall())
+    assert {r["g"]: r["total"] for r in rows.values()} == want
+
+
+def test_a_view_that_cannot_apply_an_event_reports_error_with_the_reason(
+    kafka: Any, pg_database: Any, control: Any, ingest: Any, transform: Any, unique: str
+) -> None:
+    conn = pg_database.connect()
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, g text, v int)")
+    conn.execute("INSERT INTO t VALUES (1, 'a', 1)")
+    control.add_source(pg_database, unique, ["public.t"])
+    catalog = control.catalog({f"{unique}.public.t"})
+    name = f"{unique}_by_g"
+    control.add_view(name, "SELECT g, count(*) AS n FROM t GROUP BY g", catalog)
+    wait_applied(kafka.bootstrap, [name], unique, current_lsn(conn))
+
+    conn.execute("ALTER TABLE t DROP COLUMN g")
+    conn.execute("INSERT INTO t VALUES (2, 2)")
+
+    status = wait_status(kafka, name, lambda s: s.state == "error")
+    assert status.reason is not None
+    assert "column g" in status.reason and "missing" in status.reason
+
+
+class _StuckTask:
+    """A task whose inputs have changes but whose loop applied none for a minute."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.lag = 7
+        self.last_progress = time.monotonic() - 60
+        self.state = "running"
+        self.engine = real.engine
+        self.events_out = 0
+
+    def status(self, state: str | None = None, reason: str | None = None) -> DataflowStatus:
+        return self.real.status(state, reason).model_copy(
+            update={"state": state or self.state, "reason": reason, "lag": self.lag}
+        )
+
+
+def test_a_view_whose_inputs_have_changes_but_no_progress_is_reported_stalled(
+    kafka: Any, pg_database: Any, control: Any, ingest: Any, transform_settings: Any, unique: str
+) -> None:
+    conn = pg_database.connect()
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    control.add_source(pg_database, unique, ["public.t"])
+    catalog = control.catalog({f"{unique}.public.t"})
+    name = f"{unique}_stuck"
+    control.add_view(name, "SELECT count(*) AS n FROM t", catalog)
+    service = TransformService(
+        transform_settings.model_copy(update={"transform_stall_after_s": 5}), "test"
+    )
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_status(kafka, name, lambda s: s.state == "running")
+        running = service._running[name]
+        running.task = _StuckTask(running.task)  # type: ignore[assignment]
+        status = wait_status(kafka, name, lambda s: s.state == "stalled")
+        assert status.reason is not None and "7 changes" in status.reason
+    finally:
+        stop.set()
+        thread.join(60)
