@@ -14,6 +14,8 @@ import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from freshet.ingest.sources.postgres import values as v
 from freshet.ingest.sources.postgres.values import converter, parse_array
@@ -200,9 +202,25 @@ def test_timestamptz_is_iso_utc(text, expected):
     assert conv(v.TIMESTAMPTZ, text) == expected
 
 
-@pytest.mark.parametrize("text", ["infinity", "-infinity", "0044-03-15 12:00:00+00 BC"])
+@pytest.mark.parametrize(
+    "text", ["infinity", "-infinity", "0044-03-15 12:00:00+00 BC", "12345-01-01 00:00:00+00"]
+)
 def test_timestamptz_outside_python_range_stays_text(text):
     assert conv(v.TIMESTAMPTZ, text) == text
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
+    st.booleans(),
+)
+def test_timestamptz_text_rewrite_equals_the_datetime_round_trip(moment, trim):
+    # PostgreSQL's output under TimeZone=UTC: trailing zeros of the fraction trimmed (``trim``),
+    # and no fraction at all when it is zero.
+    text = moment.isoformat(sep=" ")
+    if trim and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    text += "+00"
+    assert v._timestamptz(text) == v._iso_utc(v._parse_timestamp(text))
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from freshet.common.kafka import consumer_config, ensure_topics, produce_sync, p
 from freshet.common.schemas import PostgresSourceSpec, SourceStatus
 from freshet.common.secrets import SecretBox
 from freshet.ingest.config import IngestSettings
+from freshet.ingest.sink import ProducerSupply
 from freshet.ingest.sources import REGISTRY
 from freshet.ingest.sources.base import Source
 
@@ -61,6 +62,8 @@ class IngestService:
         self._desired: dict[str, tuple[int, PostgresSourceSpec | None]] = {}
         self._assigned: set[int] = set()
         self._producer = Producer(producer_config(settings.kafka_bootstrap))
+        # Warm producers for the sources' sinks, ready before the first source starts.
+        self._producers = ProducerSupply(settings.kafka_bootstrap)
         self._heartbeat = time.monotonic()
         self._lock = threading.Lock()
         self._caught_up = False
@@ -199,7 +202,9 @@ class IngestService:
             log.error("source %s: %s", spec.name, exc)
             return None
         source_cls = REGISTRY[spec.kind]
-        source = source_cls(spec, password, self._settings, self._instance)  # type: ignore[call-arg]
+        source = source_cls(  # type: ignore[call-arg]
+            spec, password, self._settings, self._instance, producers=self._producers
+        )
         return _Running(spec, source, partition)
 
     def _start_thread(self, running: _Running) -> None:

@@ -16,6 +16,7 @@ every event before it was acknowledged at or below those offsets: that is the wa
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -55,15 +56,45 @@ class _Batch:
             self.sink.failed(err)
 
 
+class ProducerSupply:
+    """Hands out idempotent producers that are past their start-up.
+
+    A new idempotent producer delivers nothing for about 0.5 s: librdkafka acquires its
+    producer id on a 500 ms timer once it knows the broker. The supply keeps one spare producer,
+    made ahead of need (at service start, and again whenever one is taken), so a source that
+    starts streaming does not wait for it. Thread-safe.
+    """
+
+    def __init__(self, bootstrap: str, **overrides: Any) -> None:
+        self._config = producer_config(bootstrap, **overrides)
+        self._lock = threading.Lock()
+        self._spare: Producer | None = Producer(self._config)
+
+    def take(self) -> Producer:
+        with self._lock:
+            producer = self._spare if self._spare is not None else Producer(self._config)
+            self._spare = Producer(self._config)
+        return producer
+
+
 class KafkaSink:
     """An idempotent producer that tracks acknowledgements per source position.
 
+    ``producer`` is one from a :class:`ProducerSupply` (else the sink makes its own).
     ``acked_offsets`` is carried over from ``previous`` (a sink of the same source that ended),
     so the offsets a source reports stay cumulative across restarts of its stream.
     """
 
-    def __init__(self, bootstrap: str, previous: KafkaSink | None = None, **overrides: Any) -> None:
-        self._producer = Producer(producer_config(bootstrap, **overrides))
+    def __init__(
+        self,
+        bootstrap: str,
+        previous: KafkaSink | None = None,
+        producer: Producer | None = None,
+        **overrides: Any,
+    ) -> None:
+        self._producer = (
+            producer if producer is not None else Producer(producer_config(bootstrap, **overrides))
+        )
         self._produce = self._producer.produce
         self._batches: deque[_Batch] = deque()
         self._current: _Batch | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,8 +22,9 @@ from freshet.common.codec import dumps, loads
 from freshet.common.telemetry import Headers, inject_headers
 from freshet.ingest.sink import KafkaSink
 from freshet.ingest.sources.postgres.client import TableMeta
-from freshet.ingest.sources.postgres.pgoutput import UNCHANGED_TOAST, Relation, Tuple
-from freshet.ingest.sources.postgres.values import Converter, converter
+from freshet.ingest.sources.postgres.envelope import EnvelopeEncoder
+from freshet.ingest.sources.postgres.pgoutput import Relation, Tuple
+from freshet.ingest.sources.postgres.values import Converter, converter, is_text
 
 _tracer = trace.get_tracer("freshet.ingest")
 
@@ -38,6 +39,14 @@ class Table:
     columns: tuple[str, ...]
     converters: tuple[Converter, ...]
     key_positions: tuple[int, ...]
+    # Derived: the converters with None where the text is the value; the key's column names.
+    _convert: tuple[Converter | None, ...] = field(init=False, repr=False, compare=False)
+    _key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        convert = tuple(None if is_text(c) else c for c in self.converters)
+        object.__setattr__(self, "_convert", convert)
+        object.__setattr__(self, "_key_columns", tuple(self.columns[i] for i in self.key_positions))
 
     def row(self, values: Tuple, fallback: Tuple | None = None) -> dict[str, Any]:
         """Column name -> JSON value of one tuple.
@@ -45,23 +54,25 @@ class Table:
         An unchanged TOAST value comes from ``fallback`` when it has it (REPLICA IDENTITY FULL),
         else it is Debezium's unavailable-value placeholder.
         """
+        # The hot path of the whole stream: one loop, text values first.
         out: dict[str, Any] = {}
-        for i, (column, convert, value) in enumerate(
-            zip(self.columns, self.converters, values, strict=False)
-        ):
-            if value is None:
+        for column, convert, value in zip(self.columns, self._convert, values, strict=False):
+            if value.__class__ is str:
+                out[column] = value if convert is None else convert(value)
+            elif value is None:
                 out[column] = None
-            elif value is UNCHANGED_TOAST:
-                old = fallback[i] if fallback is not None else None
-                out[column] = convert(old) if isinstance(old, str) else events.UNAVAILABLE_VALUE
-            else:
-                out[column] = convert(value)  # type: ignore[arg-type]
+            else:  # unchanged TOAST
+                old = fallback[len(out)] if fallback is not None else None
+                if isinstance(old, str):
+                    out[column] = old if convert is None else convert(old)
+                else:
+                    out[column] = events.UNAVAILABLE_VALUE
         return out
 
     def key(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        if not self.key_positions:
+        if not self._key_columns:
             return None
-        return {self.columns[i]: row[self.columns[i]] for i in self.key_positions}
+        return {column: row[column] for column in self._key_columns}
 
 
 def table_from(source: str, rel: Relation | None, meta: TableMeta) -> Table:
@@ -118,6 +129,7 @@ class ChangeWriter:
         self._on_relation = on_relation
         self._tables: dict[int, Table] = {}
         self._spool = _Spool(spool_dir)
+        self._encoder = EnvelopeEncoder(source, database)
         self._xid: int | None = None
         self._commit_lsn = 0
         self._ts_us = 0
@@ -144,6 +156,7 @@ class ChangeWriter:
             },
         )
         self._headers = inject_headers(trace.set_span_in_context(self._span))
+        self._encoder.transaction(ts_us, "false", xid, commit_lsn, self._last_commit_lsn)
         self._sink.begin()
 
     def commit(self, commit_lsn: int, end_lsn: int, commit_ts_us: int) -> None:
@@ -180,14 +193,19 @@ class ChangeWriter:
     # --- row changes -------------------------------------------------------------------------
 
     def insert(self, xid: int | None, relid: int, new: Tuple, lsn: int) -> None:
-        table = self._table(relid)
+        table = self._tables.get(relid) or self._table(relid)
         after = table.row(new)
-        self._route(xid, [_Change(events.OP_CREATE, table, table.key(after), None, after, lsn)])
+        if xid is None:
+            self._send(table, events.OP_CREATE, table.key(after), None, after, lsn, None)
+        else:
+            self._spool.write(
+                xid, _Change(events.OP_CREATE, table, table.key(after), None, after, lsn)
+            )
 
     def update(
         self, xid: int | None, relid: int, old: Tuple | None, old_is_key: bool, new: Tuple, lsn: int
     ) -> None:
-        table = self._table(relid)
+        table = self._tables.get(relid) or self._table(relid)
         full_old = None if old_is_key else old
         after = table.row(new, full_old)
         before = table.row(old, None) if old is not None else None
@@ -219,10 +237,11 @@ class ChangeWriter:
                 ],
             )
             return
-        self._route(
-            xid,
-            [_Change(events.OP_UPDATE, table, new_key, None if old_is_key else before, after, lsn)],
-        )
+        before = None if old_is_key else before
+        if xid is None:
+            self._send(table, events.OP_UPDATE, new_key, before, after, lsn, None)
+        else:
+            self._spool.write(xid, _Change(events.OP_UPDATE, table, new_key, before, after, lsn))
 
     def delete(self, xid: int | None, relid: int, old: Tuple, old_is_key: bool, lsn: int) -> None:
         table = self._table(relid)
@@ -245,27 +264,27 @@ class ChangeWriter:
             for change in changes:
                 self._spool.write(xid, change)
 
-    def _emit(self, c: _Change, snapshot: str = "false") -> None:
-        t = c.table
-        source = events.postgres_source(
-            name=self._source,
-            db=self._db,
-            schema=t.schema,
-            table=t.name,
-            ts_us=self._ts_us,
-            snapshot=snapshot,
-            tx_id=self._xid,
-            lsn=c.lsn,
-            commit_lsn=self._commit_lsn,
-            last_commit_lsn=self._last_commit_lsn,
+    def _emit(self, c: _Change) -> None:
+        self._send(c.table, c.op, c.key, c.before, c.after, c.lsn, c.headers)
+
+    def _send(
+        self,
+        table: Table,
+        op: str,
+        key: dict[str, Any] | None,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        lsn: int,
+        extra_headers: Headers | None,
+    ) -> None:
+        value = self._encoder.encode(
+            table.schema, table.name, op, before, after, lsn, time.time_ns() // 1000
         )
-        now_us = time.time_ns() // 1000
-        value = dumps(events.envelope(c.op, c.before, c.after, source, now_us))
-        key = dumps(c.key) if c.key is not None else None
-        headers = self._headers + c.headers if c.headers else self._headers
-        self._sink.send(t.topic, key, value, headers)
-        if c.op == events.OP_DELETE and key is not None:
-            self._sink.send(t.topic, key, None, headers)  # tombstone, for compaction
+        raw_key = dumps(key) if key is not None else None
+        headers = self._headers + extra_headers if extra_headers else self._headers
+        self._sink.send(table.topic, raw_key, value, headers)
+        if op == events.OP_DELETE and raw_key is not None:
+            self._sink.send(table.topic, raw_key, None, headers)  # tombstone, for compaction
 
     # --- streamed (large, in-progress) transactions ------------------------------------------
 

@@ -45,7 +45,7 @@ from freshet.ingest.metadata import (
     ensure_metadata_topics,
 )
 from freshet.ingest.offsets import OffsetStore, capture_hash
-from freshet.ingest.sink import KafkaSink
+from freshet.ingest.sink import KafkaSink, ProducerSupply
 from freshet.ingest.sources.base import Source
 from freshet.ingest.sources.postgres import client
 from freshet.ingest.sources.postgres.changes import ChangeWriter
@@ -56,15 +56,23 @@ from freshet.ingest.sources.postgres.snapshot import SnapshotInterrupted, run_sn
 log = logging.getLogger(__name__)
 
 CONFIRM_INTERVAL_S = POSITION_INTERVAL_S
-"""While changes stream in, acknowledgements are collected and confirmed this often."""
+"""An LSN is confirmed to the slot and published as a position at most this often."""
+IDLE_POLL_S = 0.005
+"""Between messages, acknowledgements are collected at most this often."""
 SLOT_CHECK_INTERVAL_S = 5.0
 
 
 class PostgresSource(Source):
     def __init__(
-        self, spec: PostgresSourceSpec, password: SecretStr, settings: IngestSettings, instance: str
+        self,
+        spec: PostgresSourceSpec,
+        password: SecretStr,
+        settings: IngestSettings,
+        instance: str,
+        producers: ProducerSupply | None = None,
     ) -> None:
         self.spec = spec
+        self._producers = producers
         self._password = password
         self._settings = settings
         self._instance = instance
@@ -110,7 +118,11 @@ class PostgresSource(Source):
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        sink = KafkaSink(self._settings.kafka_bootstrap, previous=self._last_sink)
+        sink = KafkaSink(
+            self._settings.kafka_bootstrap,
+            previous=self._last_sink,
+            producer=self._producers.take() if self._producers is not None else None,
+        )
         self._sink = sink
         self._schemas.reset()
         repl = None
@@ -272,11 +284,15 @@ class PostgresSource(Source):
         )
 
     def _confirm(self, cur: Any, sink: KafkaSink, confirmed: int) -> None:
-        """Tell the slot ``confirmed`` (every event before it is acknowledged) and publish it."""
+        """Tell the slot ``confirmed`` and publish it as the source's position.
+
+        Call it right after :meth:`KafkaSink.poll` confirmed it: every event before it is
+        acknowledged, so the sink's offsets cover them.
+        """
         if confirmed != self._lsn:
             cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, force=True)
             self._lsn = confirmed
-        self._positions.publish(sink, confirmed)
+        self._positions.publish(sink, confirmed, force=True)
 
     def _ensure_topic(self, topic: str) -> None:
         if topic not in self._known_topics:
@@ -317,8 +333,9 @@ class PostgresSource(Source):
         self._publish_schemas(sink, client.published_tables(catalog, self.spec.publication_name))
         self._set_state("streaming")
         self._progress = None
-        last_confirm = last_slot_check = 0.0
+        last_poll = last_confirm = last_slot_check = 0.0
         sent = 0
+        confirmable = self._lsn or 0
         try:
             while not stop.is_set():
                 msg = cur.read_message()
@@ -328,28 +345,29 @@ class PostgresSource(Source):
                     if sent % 256:
                         continue
                 now = time.monotonic()
-                if msg is None or now - last_confirm >= CONFIRM_INTERVAL_S:
-                    confirmed = sink.poll(0)
+                if now - last_poll >= (IDLE_POLL_S if msg is None else CONFIRM_INTERVAL_S):
+                    confirmable = sink.poll(0) or 0
                     if msg is None and sink.idle and not writer.in_transaction:
                         # Everything received is delivered: confirm the server's position, so
                         # the slot does not hold WAL written by other databases or tables.
-                        confirmed = max(confirmed or 0, cur.wal_end)
-                    if confirmed is not None:
-                        self._confirm(cur, sink, confirmed)
-                    last_confirm = now
+                        # (It is 0 until the server sent something.)
+                        confirmable = max(confirmable, cur.wal_end)
+                    last_poll = now
+                    if confirmable > (self._lsn or 0) and now - last_confirm >= CONFIRM_INTERVAL_S:
+                        self._confirm(cur, sink, confirmable)
+                        last_confirm = now
                 if now - last_slot_check >= SLOT_CHECK_INTERVAL_S:
                     self._check_slot(catalog)
                     last_slot_check = now
                 if msg is None:
-                    # While events wait for acknowledgements, come back soon to confirm them.
-                    select.select([cur], [], [], 0.05 if sink.idle else 0.005)
+                    # While events wait for acknowledgements or a confirmation is due, come
+                    # back soon; otherwise wait for the server.
+                    due = not sink.idle or confirmable > (self._lsn or 0)
+                    select.select([cur], [], [], IDLE_POLL_S if due else 0.05)
             sink.flush(10)
             confirmed = sink.poll(0)
-            if confirmed is not None:
-                if confirmed != self._lsn:
-                    cur.send_feedback(write_lsn=confirmed, flush_lsn=confirmed, force=True)
-                    self._lsn = confirmed
-                self._positions.publish(sink, confirmed, force=True)
+            if confirmed is not None and confirmed > (self._lsn or 0):
+                self._confirm(cur, sink, confirmed)
         finally:
             writer.close()
 

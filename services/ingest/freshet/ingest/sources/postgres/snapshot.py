@@ -25,6 +25,7 @@ from freshet.common.telemetry import Headers, inject_headers
 from freshet.ingest.sink import KafkaSink
 from freshet.ingest.sources.postgres.changes import Table, table_from
 from freshet.ingest.sources.postgres.client import TableMeta, conninfo
+from freshet.ingest.sources.postgres.envelope import EnvelopeEncoder
 
 _tracer = trace.get_tracer("freshet.ingest")
 
@@ -57,6 +58,7 @@ def run_snapshot(
         row = conn.execute("SELECT txid_snapshot_xmin(txid_current_snapshot())").fetchone()
         xid = int(row[0]) if row else None
         pending: tuple[Table, dict[str, Any]] | None = None
+        encoder = EnvelopeEncoder(spec.name, spec.database)
         sink.begin()
         for index, meta in enumerate(tables):
             table = table_from(spec.name, None, meta)
@@ -77,7 +79,7 @@ def run_snapshot(
                     for values in copy.rows():
                         if pending is not None:
                             _emit(
-                                spec,
+                                encoder,
                                 sink,
                                 *pending,
                                 "first" if total == 1 else "true",
@@ -96,7 +98,7 @@ def run_snapshot(
                 progress.rows_done = total
             progress.tables_done = index + 1
         if pending is not None:
-            _emit(spec, sink, *pending, "last", consistent_point, ts_us, xid, inject_headers())
+            _emit(encoder, sink, *pending, "last", consistent_point, ts_us, xid, inject_headers())
         sink.end(None)
         conn.rollback()
     progress.current_table = None
@@ -104,7 +106,7 @@ def run_snapshot(
 
 
 def _emit(
-    spec: PostgresSourceSpec,
+    encoder: EnvelopeEncoder,
     sink: KafkaSink,
     table: Table,
     after: dict[str, Any],
@@ -114,18 +116,9 @@ def _emit(
     xid: int | None,
     headers: Headers,
 ) -> None:
-    source = events.postgres_source(
-        name=spec.name,
-        db=spec.database,
-        schema=table.schema,
-        table=table.name,
-        ts_us=ts_us,
-        snapshot=marker,
-        tx_id=xid,
-        lsn=lsn,
-        commit_lsn=lsn,
-        last_commit_lsn=None,
-    )
+    encoder.transaction(ts_us, marker, xid, lsn, None)
     key = table.key(after)
-    value = events.envelope(events.OP_READ, None, after, source, time.time_ns() // 1000)
-    sink.send(table.topic, dumps(key) if key is not None else None, dumps(value), headers)
+    value = encoder.encode(
+        table.schema, table.name, events.OP_READ, None, after, lsn, time.time_ns() // 1000
+    )
+    sink.send(table.topic, dumps(key) if key is not None else None, value, headers)

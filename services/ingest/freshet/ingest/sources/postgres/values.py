@@ -68,6 +68,11 @@ def _identity(text: str) -> str:
     return text
 
 
+def is_text(convert: Converter) -> bool:
+    """True if ``convert`` keeps the text as it is (the value is the text)."""
+    return convert is _identity
+
+
 def _bool(text: str) -> bool:
     return text == "t"
 
@@ -126,6 +131,14 @@ def _iso_utc(dt: datetime) -> str:
 
 
 def _timestamptz(text: str) -> str:
+    # Under TimeZone=UTC the text is already UTC, with the fraction's trailing zeros trimmed:
+    # "2024-01-02 03:04:05.5+00" -> "2024-01-02T03:04:05.5Z" needs no datetime round trip.
+    # Anything else (BC, years past 9999, infinity, another zone) takes the general path.
+    if text[-3:] == "+00" and len(text) >= 22 and text[10] == " " and text[4] == "-":
+        clock = text[11:-3]
+        if clock[-1] == "0" and "." in clock:
+            clock = clock.rstrip("0").rstrip(".")
+        return f"{text[:10]}T{clock}Z"
     try:
         return _iso_utc(_parse_timestamp(text))
     except ValueError:
