@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PROJECTS := shared services/ingest services/control services/transform services/serve devstack
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PROJECTS))
 
-.PHONY: help deps sysdeps venv run up down status test lint typecheck unit bench bench-ingest clean
+.PHONY: help deps sysdeps venv run up down status test lint typecheck unit test-oracle bench bench-ingest clean
 
 help:
 	@echo "make run    - start broker, PostgreSQL, Redis, the four services and the demo (Ctrl-C stops)"
@@ -55,6 +55,10 @@ test: deps lint typecheck
 
 unit: venv
 	$(VENV)/bin/pytest -m "not slow"
+
+# The view oracle with many random rounds (each a new seed; a failing seed is printed).
+test-oracle: deps
+	FRESHET_ORACLE_ROUNDS=$${ROUNDS:-60} $(VENV)/bin/pytest tests/e2e/test_views_oracle.py
 
 bench: deps
 	$(PY) -m bench.run
