@@ -1,0 +1,162 @@
+"""Pieces every dataflow task (a view, a pipeline) uses around its Kafka clients.
+
+* :func:`assign_inputs`: assign the input topics at the offsets of the task's store (the
+  beginning when it has none) and ``freshet.positions`` from its beginning, and build the
+  :class:`~freshet.transform.views.task.Frontier` of the sources read;
+* :func:`poll_batch`: up to ``limit`` input messages, positions fed to the frontier;
+* :class:`Outbox`: produce records and wait until the broker acknowledged every one of them -
+  the condition for committing the offsets they came from;
+* :func:`consumer_lag`: input messages not consumed yet, from the high watermarks of fetch
+  responses (never ListOffsets, which the embedded broker answers wrongly).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer
+from confluent_kafka import KafkaError as CKafkaError
+from confluent_kafka import TopicPartition as TP
+from pydantic import ValidationError
+
+from freshet.common import topics
+from freshet.common.exceptions import KafkaError
+from freshet.common.kafka import partitions_of
+from freshet.common.schemas import SourcePosition
+from freshet.transform.views.task import Frontier
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def assign_inputs(
+    consumer: Consumer, inputs: Mapping[str, str], committed: Mapping[tuple[str, int], int]
+) -> Frontier:
+    """Assign every partition of ``inputs`` (topic -> source) and of ``freshet.positions``.
+
+    Input partitions start at their ``committed`` offset (the beginning without one), positions
+    at the beginning. Returns the frontier of the sources read.
+    """
+    assignment: list[TP] = []
+    by_source: dict[str, list[tuple[str, int]]] = {}
+    for topic, source in inputs.items():
+        for p in partitions_of(consumer, topic):
+            by_source.setdefault(source, []).append((topic, p))
+            assignment.append(TP(topic, p, committed.get((topic, p), OFFSET_BEGINNING)))
+    for p in partitions_of(consumer, topics.POSITIONS):
+        assignment.append(TP(topics.POSITIONS, p, OFFSET_BEGINNING))
+    consumer.assign(assignment)
+    return Frontier(by_source)
+
+
+def poll_batch(consumer: Consumer, frontier: Frontier, limit: int) -> list[Message]:
+    """Up to ``limit`` messages of the input topics (waiting at most 0.1 s for the first).
+
+    Records of ``freshet.positions`` are noted in ``frontier`` and not returned.
+
+    Raises:
+        KafkaError: the consumer reported an error other than a partition's end.
+    """
+    first = consumer.poll(0.1)
+    if first is None:
+        return []
+    messages = [first, *consumer.consume(limit - 1, timeout=0)]
+    out: list[Message] = []
+    for msg in messages:
+        err = msg.error()
+        if err is not None:
+            if err.code() == CKafkaError._PARTITION_EOF:
+                continue
+            raise KafkaError(f"consuming {msg.topic()}: {err}")
+        if msg.topic() == topics.POSITIONS:
+            raw = msg.value()
+            if raw is None:
+                continue
+            try:
+                frontier.note(SourcePosition.model_validate_json(raw))
+            except ValidationError:
+                log.warning("skipping an unreadable record on %s", topics.POSITIONS)
+            continue
+        out.append(msg)
+    return out
+
+
+def consumer_lag(consumer: Consumer, consumed: Mapping[tuple[str, int], int]) -> int:
+    """Messages between the ``consumed`` offsets and the high watermarks last fetched."""
+    lag = 0
+    for (topic, partition), offset in consumed.items():
+        _low, high = consumer.get_watermark_offsets(TP(topic, partition), cached=True)
+        if high > offset:
+            lag += high - offset
+    return lag
+
+
+class Outbox:
+    """Records produced by one batch, confirmed together.
+
+    :meth:`send` queues a record (waiting for room in the producer's queue when it is full);
+    :meth:`confirm` waits until the broker acknowledged every queued record. Only then may the
+    offsets of the inputs that produced them be committed: a crash before the commit replays the
+    batch and writes its records again (at-least-once; keyed records make that idempotent for
+    a consumer that keeps the last value per key).
+    """
+
+    def __init__(self, producer: Producer, what: str) -> None:
+        self._producer = producer
+        self._what = what
+        self._error: Any = None
+        self.pending = 0
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, key=key, value=value, headers=headers, on_delivery=self._delivered
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self.pending += 1
+
+    def confirm(self, timeout: float = 30.0) -> int:
+        """Wait for every queued record; returns how many there were.
+
+        Raises:
+            KafkaError: a record was refused, or not acknowledged within ``timeout``.
+        """
+        if not self.pending:
+            return 0
+        remaining = self._producer.flush(timeout)
+        count, self.pending = self.pending, 0
+        if remaining:
+            raise KafkaError(f"{remaining} records of {self._what} were not acknowledged")
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise KafkaError(f"writing {self._what} failed: {err}")
+        return count
+
+    def _delivered(self, err: Any, _msg: Message) -> None:
+        if err is not None and self._error is None:
+            self._error = err
+
+
+def changed_offsets(
+    consumed: Mapping[tuple[str, int], int], committed: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], int]:
+    """The offsets of ``consumed`` that differ from ``committed`` (what a commit must write)."""
+    return {tp: o for tp, o in consumed.items() if committed.get(tp) != o}
+
+
+def headers_of(msg: Message) -> Headers:
+    """A message's headers as a list (empty when it has none)."""
+    found = msg.headers()
+    if not found:
+        return []
+    if isinstance(found, dict):
+        return list(found.items())
+    return list(found)
