@@ -421,6 +421,10 @@ _EPOCH = datetime(1970, 1, 1)
 
 
 def _decode_numeric(value: Any) -> Decimal:
+    if type(value) is str and "E" not in value and "e" not in value:
+        # PostgreSQL's own text (what ingest sends): already canonical unless it is a zero.
+        d = Decimal(value)
+        return d.copy_abs() if not d and d.is_signed() else d
     return numeric(Decimal(str(value)))
 
 

@@ -36,7 +36,13 @@ from freshet.common.sql.views import ViewPlan
 from freshet.common.topics import COMPACTED, TopicSpec
 from freshet.transform.config import TransformSettings
 from freshet.transform.store import Store
-from freshet.transform.views.engine import ViewEngine, dump_row, event_position, load_row
+from freshet.transform.views.engine import (
+    ViewEngine,
+    ViewError,
+    dump_row,
+    event_position,
+    load_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +250,14 @@ class ViewTask:
             raw = msg.value()
             if raw is None:
                 continue  # a tombstone after a delete: compaction's, not ours
-            value = orjson.loads(raw)
-            data.append((event_position(value), topic, msg.key(), value))
+            try:
+                value = orjson.loads(raw)
+                data.append((event_position(value), topic, msg.key(), value))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ViewError(
+                    f"the record at {topic}/{msg.partition()}/{msg.offset()} is not a change "
+                    f"event ({type(exc).__name__}: {exc})"
+                ) from None
         if data:
             data.sort(key=lambda d: d[0])
             engine = self.engine
