@@ -50,6 +50,7 @@ APPLIED_HEADER = "freshet.applied"
 """JSON ``{source: lsn}``: every change of the source up to ``lsn`` is reflected in the view."""
 
 MAX_BATCH = 5000
+FETCH_WAIT_MS = 10
 
 
 class Frontier:
@@ -174,8 +175,14 @@ class ViewTask:
         specs.append(TopicSpec(self._topic, settings.topic_partitions, COMPACTED))
         ensure_topics(settings.kafka_bootstrap, specs)
         producer = Producer(producer_config(settings.kafka_bootstrap, **{"linger.ms": 1}))
+        # Tansu holds a fetch for the whole fetch.wait.max.ms even when data arrives (measured:
+        # produce->consume p50 22 ms at 100 ms, 4 ms at 10 ms), so views fetch with a short wait.
         consumer = Consumer(
-            consumer_config(settings.kafka_bootstrap, f"freshet-view-{self.spec.name}-assigned")
+            consumer_config(
+                settings.kafka_bootstrap,
+                f"freshet-view-{self.spec.name}-assigned",
+                **{"fetch.wait.max.ms": FETCH_WAIT_MS},
+            )
         )
         try:
             self._start(consumer, producer)
