@@ -135,6 +135,7 @@ class Control:
             columns=plan.columns,
             tables=plan.tables,
             generation=generation,
+            key_columns=plan.key_columns,
         )
         produce_sync(
             self.producer,

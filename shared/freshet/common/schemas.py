@@ -140,6 +140,16 @@ class OutputColumn(_Frozen):
     type: str
 
 
+class KeyColumn(OutputColumn):
+    """A key field of a view's rows: its name, type and whether it may be NULL.
+
+    ``nullable`` is False only where the compiler knows the value is never NULL: a primary-key
+    column of a table that no ``LEFT JOIN`` null-extends.
+    """
+
+    nullable: bool = True
+
+
 class ViewSpec(_Frozen):
     """Desired state of an incremental materialized view on ``freshet.control.views``.
 
@@ -154,6 +164,11 @@ class ViewSpec(_Frozen):
     columns: tuple[OutputColumn, ...]
     tables: tuple[str, ...] = Field(description="The source tables read, source.schema.table.")
     generation: int = 1
+    key_columns: tuple[KeyColumn, ...] = Field(
+        default=(),
+        description="The key fields with their types, in the order of ``key`` (a key field that "
+        "is not an output column is named ``_key<n>``). Empty in specs written before it existed.",
+    )
 
 
 DataflowState = Literal["pending", "loading", "running", "stalled", "error", "stopped"]

@@ -23,7 +23,7 @@ from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
-from freshet.common.schemas import OutputColumn, TableSchema
+from freshet.common.schemas import KeyColumn, OutputColumn, TableSchema
 from freshet.common.sql.errors import SqlError
 from freshet.common.sql.expr import Compiled, compile_expr
 from freshet.common.sql.types import canonical_type
@@ -143,6 +143,26 @@ class ViewPlan:
     key_sources: tuple[tuple[str, int], ...]
     """Where each key field comes from: ("group", i), ("pk", (input, pk position)) flattened as
     ("pk<input>", position in that input's row), or ("output", i)."""
+
+    @property
+    def key_columns(self) -> tuple[KeyColumn, ...]:
+        """The key fields with their types, in the order of :attr:`key`.
+
+        Only a primary-key column of a table that no ``LEFT JOIN`` null-extends is known never to
+        be NULL; group values and ``DISTINCT`` columns may be.
+        """
+        null_extended = {j.right for j in self.joins if j.kind == "left"}
+        out: list[KeyColumn] = []
+        for name, (kind, pos) in zip(self.key, self.key_sources, strict=True):
+            if kind == "group":
+                type_, nullable = self.group_by[pos].type, True
+            elif kind == "output":
+                type_, nullable = self.columns[pos].type, True
+            else:
+                inp = self.inputs[int(kind[2:])]
+                type_, nullable = inp.types[inp.columns[pos]], inp.index in null_extended
+            out.append(KeyColumn(name=name, type=_concrete(type_), nullable=nullable))
+        return tuple(out)
 
     @property
     def tables(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from freshet.common import codec, topics
 from freshet.common.schemas import (
     ColumnSchema,
     DataflowStatus,
+    KeyColumn,
     OutputColumn,
     TableSchema,
     ViewSpec,
@@ -138,6 +139,7 @@ def test_create_list_get_replace_delete(client, auth, source, unique, records_of
         ),
         tables=(f"{source}.public.orders",),
         generation=1,
+        key_columns=(KeyColumn(name="id", type="int4", nullable=False),),
     )
 
     joined = _with_email(source)

@@ -58,6 +58,7 @@ def _compile(state: ControlState, name: str, sql: str, generation: int) -> ViewS
         columns=plan.columns,
         tables=plan.tables,
         generation=generation,
+        key_columns=plan.key_columns,
     )
 
 
