@@ -109,7 +109,7 @@ def test_a_view_whose_inputs_have_changes_but_no_progress_is_reported_stalled(
     thread.start()
     try:
         wait_status(kafka, name, lambda s: s.state == "running")
-        running = service._running[name]
+        running = service._running[("view", name)]
         running.task = _StuckTask(running.task)  # type: ignore[assignment]
         status = wait_status(kafka, name, lambda s: s.state == "stalled")
         assert status.reason is not None and "7 changes" in status.reason
