@@ -15,7 +15,7 @@ help:
 	@echo "make run    - start broker, PostgreSQL, Redis, the four services and the demo (Ctrl-C stops)"
 	@echo "make up     - the same in the background; make down stops it; make status shows it"
 	@echo "make test   - lint, type-check and run the whole test suite against real servers"
-	@echo "make bench  - run the benchmarks and write BENCHMARKS.md"
+	@echo "make bench  - run the benchmarks and write BENCHMARKS.md (bench-ingest, bench-transform: one)"
 
 deps: sysdeps venv
 
@@ -65,6 +65,9 @@ bench: deps
 
 bench-ingest: deps
 	$(PY) -m bench.run ingest
+
+bench-transform: deps
+	$(PY) -m bench.run transform
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import common, ingest
+from bench import common, ingest, transform
 
 
 def _ingest(args: argparse.Namespace) -> tuple[str, str]:
@@ -28,7 +28,25 @@ def _ingest(args: argparse.Namespace) -> tuple[str, str]:
     return ingest.HEADING, ingest.report(result)
 
 
-BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[str, str]]] = {"ingest": _ingest}
+def _transform(args: argparse.Namespace) -> tuple[str, str]:
+    settings = transform.Settings(profile=args.profile)
+    if args.quick:
+        settings.customers, settings.orders = 2_000, 16_000
+        settings.updates, settings.deletes, settings.inserts = 4_000, 1_000, 1_000
+        settings.moves = 200
+        settings.big_customers, settings.big_orders = 5_000, 100_000
+        settings.fresh_changes, settings.fresh_spacing_s, settings.refresh_runs = 10, 0.3, 3
+    result = transform.run(settings)
+    if result.views and result.views[0].profile:
+        print("\nWhere transform's view thread spent its time in the first catch-up (py-spy):\n")
+        print(result.views[0].profile)
+    return transform.HEADING, transform.report(result)
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[str, str]]] = {
+    "ingest": _ingest,
+    "transform": _transform,
+}
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -48,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample ingest with py-spy (on PATH or PY_SPY=path) while it streams the backlog; "
-        "BENCHMARKS.md is not written",
+        help="sample the service under test with py-spy (on PATH, in the venv or PY_SPY=path) "
+        "while it works through its backlog; BENCHMARKS.md is not written",
     )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
