@@ -225,11 +225,8 @@ class Stack:
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.conninfo(), autocommit=True)
 
-    def start_service(
-        self, name: str, env: dict[str, str], module: str = ""
-    ) -> subprocess.Popen[Any]:
-        """``python -m freshet.<name>`` (or ``module``) as its own process, configured by
-        environment."""
+    def start_service(self, name: str, env: dict[str, str]) -> subprocess.Popen[Any]:
+        """``python -m freshet.<name>`` as its own process, configured by environment."""
         full = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
         full.update(
             FRESHET_KAFKA_BOOTSTRAP=self.bootstrap,
@@ -240,7 +237,7 @@ class Stack:
         log = self.work / f"{name}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", module or f"freshet.{name}"],
+                [sys.executable, "-m", f"freshet.{name}"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -1081,9 +1078,7 @@ def run(settings: Settings | None = None) -> Result:
                 "FRESHET_REDIS_URL": stack.redis_url,
                 "FRESHET_TRANSFORM_PORT": str(transform_port),
                 "FRESHET_TRANSFORM_DATA_DIR": str(stack.work / "transform"),
-                "PYTHONPATH": str(common.ROOT),
             },
-            module="bench.transform",  # python -m freshet.transform + the workaround below
         )
         status = Follower(stack.bootstrap, topics.STATUS)
         positions = Follower(stack.bootstrap, topics.POSITIONS)
@@ -1402,32 +1397,3 @@ def report(r: Result) -> str:
         f"- Whole benchmark: {r.total_s:.0f} s.",
     ]
     return "\n".join(lines) + "\n"
-
-
-# --- the transform worker the benchmark runs ---------------------------------------------------
-
-
-def _table_events_copy(engine: Any, qualified: str) -> int:
-    """``freshet.transform.views.task.table_events`` over a copy of the rows.
-
-    The original iterates the table's row dict from the reconciler thread (``_watch`` ->
-    ``ViewTask.status``) while the view thread inserts into it: "dictionary changed size during
-    iteration" kills the reconciler, which stops every view (seen in the first runs of this
-    benchmark while a view loaded 100k rows). ``list()`` copies the values without releasing
-    the GIL; the cost stays a full pass over the rows, as in the original.
-    """
-    return sum(1 for _pos, row in list(engine.tables[qualified].rows.values()) if row is not None)
-
-
-def worker() -> None:
-    """``python -m bench.transform``: ``python -m freshet.transform`` with the workaround above
-    (remove it once ``table_events`` is thread-safe in transform itself)."""
-    from freshet.transform import __main__ as entry
-    from freshet.transform.views import task
-
-    setattr(task, "table_events", _table_events_copy)  # noqa: B010 - mypy does not see it
-    entry.main()
-
-
-if __name__ == "__main__":
-    worker()
