@@ -1,9 +1,10 @@
 """Control's view of the desired state, the table schemas and the status, all on Kafka topics.
 
-Every control replica folds ``freshet.control.sources``, ``freshet.control.views``,
-``freshet.schemas`` and ``freshet.status`` into memory, so all replicas answer from the same log.
-The desired state is read and written through :class:`~freshet.control.store.SpecStore`
-(read-your-writes included); the status through :class:`~freshet.control.status.StatusBoard`.
+Every control replica folds the desired-state topics (``freshet.control.sources``, ``.views``,
+``.products``, ``.keys``), ``freshet.schemas`` and ``freshet.status`` into memory, so all
+replicas answer from the same log. The desired state is read and written through
+:class:`~freshet.control.store.SpecStore` (read-your-writes included); the status through
+:class:`~freshet.control.status.StatusBoard`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prometheus_client import Counter
 
 from freshet.common import topics
 from freshet.common.kafka import CompactedTopicView, ensure_topics, producer_config
+from freshet.common.products import ApiKeySpec, ProductSpec
 from freshet.common.schemas import (
     DataflowStatus,
     PostgresSourceSpec,
@@ -40,6 +42,16 @@ VIEW_WRITES = Counter(
     "View specs written to the desired-state topic, by operation.",
     ["op"],
 )
+PRODUCT_WRITES = Counter(
+    "freshet_control_product_writes_total",
+    "Product specs written to the desired-state topic, by operation.",
+    ["op"],
+)
+KEY_WRITES = Counter(
+    "freshet_control_key_writes_total",
+    "API key specs written to the desired-state topic, by operation.",
+    ["op"],
+)
 
 
 class ControlState:
@@ -58,6 +70,12 @@ class ControlState:
         self.views: SpecStore[ViewSpec] = SpecStore(
             "view", topics.CONTROL_VIEWS, ViewSpec, VIEW_WRITES
         )
+        self.products: SpecStore[ProductSpec] = SpecStore(
+            "product", topics.CONTROL_PRODUCTS, ProductSpec, PRODUCT_WRITES
+        )
+        self.keys: SpecStore[ApiKeySpec] = SpecStore(
+            "key", topics.CONTROL_KEYS, ApiKeySpec, KEY_WRITES
+        )
         self.status = StatusBoard()
         self._schemas: CompactedTopicView | None = None
 
@@ -73,6 +91,8 @@ class ControlState:
         self._producer = Producer(producer_config(bootstrap))
         self.sources.start(bootstrap, self._producer, timeout)
         self.views.start(bootstrap, self._producer, timeout)
+        self.products.start(bootstrap, self._producer, timeout)
+        self.keys.start(bootstrap, self._producer, timeout)
         schemas = CompactedTopicView(
             bootstrap, topics.SCHEMAS, decoder(TableSchema, "table schema")
         )
@@ -94,6 +114,8 @@ class ControlState:
         """Stop following the topics and flush the producer; safe to call more than once."""
         self.sources.close()
         self.views.close()
+        self.products.close()
+        self.keys.close()
         self.status.close()
         if self._schemas is not None:
             self._schemas.close()
@@ -107,6 +129,8 @@ class ControlState:
         return (
             self.sources.started
             and self.views.started
+            and self.products.started
+            and self.keys.started
             and self._schemas is not None
             and self.status.started
         )

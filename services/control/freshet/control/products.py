@@ -1,0 +1,226 @@
+"""A product's spec, validated against the view it exposes.
+
+:func:`build_product` checks everything serve will rely on before anything is written, and
+raises a 422 naming the first problem: the view exists; every field is a column of it and is
+listed once; a mask names an exposed field that is not a key column; every row filter compiles
+as a boolean over the exposed fields (with the problem's position in the filter).
+
+Decisions:
+
+- The view's key columns are always exposed (serve addresses a row by its key, in
+  ``rows/{key}``, cursors and change streams); the ones missing from ``fields`` are added in
+  front. For the same reason a key column cannot be masked. A view's key may also have parts
+  that are not columns of its rows (``_key<n>``, see :mod:`freshet.common.sql.views`): they
+  are in the record key of the view's topic only, and the product's ``key`` names them too.
+- A row filter uses the expression language of :mod:`freshet.common.sql.expr` over the exposed
+  fields, typed as the view's columns, and must be deterministic (no ``now()``, ``random()``):
+  whether a role sees a row then depends on the row alone, so it changes only when the row does
+  and a change stream can tell a reader when a row enters or leaves what it may see.
+- ``hash`` masks use one random salt per product (HMAC key of the hash), made the first time a
+  hash mask is defined and kept by every later generation, so a hashed value stays the same
+  across replacements. It is stored only encrypted (:mod:`freshet.common.secrets`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+
+from pydantic import SecretStr
+
+from freshet.common.pipelines.compiler import RowScope
+from freshet.common.pipelines.values import FieldType
+from freshet.common.products import ProductRole, ProductSpec
+from freshet.common.schemas import ViewSpec
+from freshet.common.secrets import SecretBox
+from freshet.common.sql import casts
+from freshet.common.sql import types as t
+from freshet.common.sql.errors import SqlError
+from freshet.common.sql.expr import Compiled, EvalError, compile_expr, parse_expression
+from freshet.control.access_models import RoleIn
+from freshet.control.exceptions import InvalidSpecError, InvalidSqlError
+
+SALT_BYTES = 32
+
+_VIEWS_ONLY = "; views cannot use it"
+"""The end of the expression compiler's message for a non-deterministic function."""
+
+
+class _ProductScope(RowScope):
+    """The exposed fields of a product; names the view's columns that are not exposed."""
+
+    def __init__(self, exposed: Sequence[str], view: ViewSpec) -> None:
+        columns = {c.name: c.type for c in view.columns}
+        super().__init__({name: FieldType.of(columns[name]) for name in exposed})
+        self._view = view
+
+    def column(self, fields: tuple[str, ...], location: int) -> Compiled:
+        if len(fields) == 1 and fields[0] not in self.schema:
+            name = fields[0]
+            known = ", ".join(self.schema)
+            if any(c.name == name for c in self._view.columns):
+                raise SqlError(
+                    f'field "{name}" is a column of the view that the product does not expose: '
+                    f"add it to fields, or use one of {known}",
+                    location,
+                )
+            raise SqlError(
+                f'field "{name}" does not exist (the product exposes: {known})', location
+            )
+        return super().column(fields, location)
+
+
+def _as_boolean(compiled: Compiled) -> Compiled:
+    """An untyped literal (``'t'``, ``NULL``) read as a boolean, as PostgreSQL's WHERE does.
+
+    Raises:
+        SqlError: the literal is not a boolean.
+    """
+    text = compiled.fn(None)
+    if text is None:
+        return Compiled(compiled.fn, t.BOOL)
+    parse = casts.input_function(t.BOOL)
+    if parse is None:  # pragma: no cover - boolean input always exists
+        raise SqlError("boolean literals are not supported", 0)
+    try:
+        value = parse(text)
+    except EvalError as exc:
+        raise SqlError(str(exc), 0) from None
+    return Compiled(lambda _row: value, t.BOOL)
+
+
+def compile_row_filter(text: str, exposed: Sequence[str], view: ViewSpec) -> Compiled:
+    """Compile a role's row filter over the exposed fields of a product of ``view``.
+
+    Returns a closure over a row (field name -> the view row's value, as
+    :class:`~freshet.common.pipelines.compiler.RowScope` reads it) and its type, boolean.
+
+    Raises:
+        SqlError: the filter does not parse, names a field that is not exposed, is not a
+            boolean, or uses a non-deterministic function; with the position in ``text``.
+    """
+    try:
+        parsed, offset = parse_expression(text)
+        compiled = compile_expr(parsed, _ProductScope(exposed, view), offset, deterministic=True)
+    except SqlError as exc:
+        if exc.message.endswith(_VIEWS_ONLY):
+            raise SqlError(
+                exc.message.removesuffix(_VIEWS_ONLY) + "; a row filter cannot use it (whether a "
+                "role sees a row must depend on the row alone)",
+                exc.position,
+            ) from None
+        raise
+    if compiled.type == t.UNKNOWN:
+        return _as_boolean(compiled)
+    if compiled.type != t.BOOL:
+        raise SqlError(f"a row filter must be of type boolean, not {t.sql_name(compiled.type)}", 0)
+    return compiled
+
+
+def _exposed_fields(view: ViewSpec, fields: Sequence[str] | None) -> list[str]:
+    """The fields a product exposes: ``fields`` (default: every column), key columns in front.
+
+    Only the key columns that are columns of the view's rows: a key part the view does not
+    output (``_key<n>``, e.g. the primary key of a joined table) is in the view topic's record
+    key only, so it is no field.
+
+    Raises:
+        InvalidSpecError: a field is not a column of the view, or is listed twice.
+    """
+    columns = [c.name for c in view.columns]
+    if fields is None:
+        requested = columns
+    else:
+        requested = []
+        for name in fields:
+            if name not in columns:
+                raise InvalidSpecError(
+                    ("body", "fields"),
+                    f"view {view.name!r} has no column {name!r} (it has: {', '.join(columns)})",
+                )
+            if name in requested:
+                raise InvalidSpecError(("body", "fields"), f"field {name!r} is listed twice")
+            requested.append(name)
+    return [k for k in view.key if k in columns and k not in requested] + requested
+
+
+def _role(name: str, role: RoleIn, exposed: Sequence[str], view: ViewSpec) -> ProductRole:
+    """The spec of one role, checked.
+
+    Raises:
+        InvalidSpecError: a mask names a field that is not exposed, or a key column.
+        InvalidSqlError: the row filter does not compile as a boolean over the exposed fields.
+    """
+    loc = ("body", "roles", name)
+    for field in role.masks:
+        where = (*loc, "masks", field)
+        if field not in exposed:
+            raise InvalidSpecError(
+                where,
+                f"field {field!r} is not exposed by the product (it exposes: {', '.join(exposed)})",
+            )
+        if field in view.key:
+            raise InvalidSpecError(
+                where,
+                f"field {field!r} is a key column of view {view.name!r}: key columns cannot be "
+                "masked, serve addresses rows by them",
+            )
+    if role.row_filter is not None:
+        try:
+            compile_row_filter(role.row_filter, exposed, view)
+        except SqlError as exc:
+            raise InvalidSqlError(
+                (*loc, "row_filter"), exc.message, role.row_filter, exc.position
+            ) from None
+    return ProductRole(row_filter=role.row_filter, masks=role.masks)
+
+
+def new_salt(box: SecretBox) -> str:
+    """A random salt for ``hash`` masks, encrypted for the desired-state topic."""
+    return box.encrypt(SecretStr(secrets.token_urlsafe(SALT_BYTES)))
+
+
+def build_product(
+    name: str,
+    view: ViewSpec | None,
+    view_name: str,
+    fields: Sequence[str] | None,
+    roles: Mapping[str, RoleIn],
+    publish_topic: bool,
+    *,
+    box: SecretBox,
+    salt_encrypted: str = "",
+    generation: int = 1,
+) -> ProductSpec:
+    """The spec of product ``name`` over ``view`` (``None``: the view ``view_name`` is missing).
+
+    ``salt_encrypted`` is the salt of the product's previous generation, kept if set; otherwise
+    a new one is made when a role has a ``hash`` mask.
+
+    Raises:
+        InvalidSpecError: see the module's docstring; the first problem found, in the order of
+            the body (view, fields, then each role).
+    """
+    if view is None:
+        raise InvalidSpecError(
+            ("body", "view"),
+            f"view {view_name!r} does not exist: create it with POST /v1/views first (GET "
+            "/v1/views lists them)",
+        )
+    exposed = _exposed_fields(view, fields)
+    by_name = {c.name: c for c in view.columns}
+    specs = {role: _role(role, spec, exposed, view) for role, spec in roles.items()}
+    hashes = any(rule.method == "hash" for r in specs.values() for rule in r.masks.values())
+    if hashes and not salt_encrypted:
+        salt_encrypted = new_salt(box)
+    return ProductSpec(
+        name=name,
+        view=view.name,
+        fields=tuple(exposed),
+        key=view.key,
+        columns=tuple(by_name[f] for f in exposed),
+        roles=specs,
+        publish_topic=publish_topic,
+        hash_salt_encrypted=salt_encrypted,
+        generation=generation,
+    )
