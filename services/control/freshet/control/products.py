@@ -92,8 +92,11 @@ def _as_boolean(compiled: Compiled) -> Compiled:
 def compile_row_filter(text: str, exposed: Sequence[str], view: ViewSpec) -> Compiled:
     """Compile a role's row filter over the exposed fields of a product of ``view``.
 
-    Returns a closure over a row (field name -> the view row's value, as
-    :class:`~freshet.common.pipelines.compiler.RowScope` reads it) and its type, boolean.
+    Control uses it to check a filter: the types are the view's, so a filter it accepts is one
+    any evaluator of the same language accepts. The closure it returns reads a row as
+    :class:`~freshet.common.pipelines.compiler.RowScope` does (change-event values): evaluating
+    it over view rows, whose date and time values are encoded differently, needs a scope that
+    decodes view-row values.
 
     Raises:
         SqlError: the filter does not parse, names a field that is not exposed, is not a
