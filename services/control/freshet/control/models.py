@@ -3,6 +3,10 @@
 Views are ``{"name", "sql"}``; control compiles the SQL and shows what the compiler derived
 (``key``, ``columns``, ``tables``) with the view's status.
 
+Pipelines are ``{"name", "nodes"}`` with the nodes of :mod:`freshet.common.pipelines.spec`. A
+mask node's ``salt`` is accepted in clear, encrypted before it is stored, and shown as
+``"********"``; a request may not carry ``salt_encrypted``.
+
 Sources are a union discriminated by ``kind``; only ``"postgres"`` exists. To add a kind, add its
 ``...SourceCreate``/``...SourceReplace``/``...SourceOut`` models here, a member to each union
 below, and its spec to :mod:`freshet.common.schemas`.
@@ -14,11 +18,14 @@ mask, whatever the password is), so a client sees that one is set and nothing mo
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
+from freshet.common import topics
 from freshet.common.events import lsn_to_str
+from freshet.common.pipelines import MASK_SHOWN, PipelineSpec
+from freshet.common.pipelines.spec import MAX_NODES, Node
 from freshet.common.schemas import (
     QUALIFIED_TABLE,
     DataflowStatus,
@@ -245,6 +252,67 @@ class ViewList(BaseModel):
     """Body of ``GET /v1/views``: every view, sorted by name."""
 
     views: list[ViewOut]
+
+
+class PipelineCreate(_Request):
+    """Body of ``POST /v1/pipelines`` (and of ``POST /v1/pipelines/validate``)."""
+
+    name: Name
+    nodes: list[Node] = Field(min_length=1, max_length=MAX_NODES)
+
+
+class PipelineReplace(_Request):
+    """Body of ``PUT /v1/pipelines/{name}``: the new nodes (``name`` may be repeated, unchanged).
+
+    A mask node that gives no ``salt`` keeps the stored salt of the node with the same id.
+    """
+
+    name: Name | None = None
+    nodes: list[Node] = Field(min_length=1, max_length=MAX_NODES)
+
+
+def _shown_node(node: Any) -> dict[str, Any]:
+    shown: dict[str, Any] = node.model_dump(mode="json", exclude_none=True)
+    if shown.pop("salt_encrypted", None) is not None:
+        shown["salt"] = MASK_SHOWN
+    return shown
+
+
+class PipelineOut(BaseModel):
+    """A pipeline as the API shows it: its nodes (salts masked), topics, and its status."""
+
+    name: str
+    nodes: list[dict[str, Any]]
+    generation: int
+    sources: list[str] = Field(description="The sources whose tables the pipeline reads.")
+    sinks: list[str] = Field(description="The topics its sinks write.")
+    dlq_topic: str = Field(description="Where events the pipeline cannot handle go.")
+    status: DataflowStatusOut | PendingStatus
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec, status: DataflowStatus | None) -> PipelineOut:
+        return cls(
+            name=spec.name,
+            nodes=[_shown_node(n) for n in spec.nodes],
+            generation=spec.generation,
+            sources=list(spec.sources),
+            sinks=list(dict.fromkeys(n.topic for n in spec.nodes if n.kind == "sink")),
+            dlq_topic=topics.dlq_topic(spec.name),
+            status=PendingStatus() if status is None else DataflowStatusOut.from_status(status),
+        )
+
+
+class PipelineList(BaseModel):
+    """Body of ``GET /v1/pipelines``: every pipeline, sorted by name."""
+
+    pipelines: list[PipelineOut]
+
+
+class PipelineCheck(BaseModel):
+    """Answer of ``POST /v1/pipelines/validate``: the fields of every node's output, by type."""
+
+    valid: Literal[True] = True
+    nodes: dict[str, dict[str, str]]
 
 
 class Health(BaseModel):

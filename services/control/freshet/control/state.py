@@ -1,8 +1,8 @@
 """Control's view of the desired state, the table schemas and the status, all on Kafka topics.
 
 Every control replica folds the desired-state topics (``freshet.control.sources``, ``.views``,
-``.products``, ``.keys``), ``freshet.schemas`` and ``freshet.status`` into memory, so all
-replicas answer from the same log. The desired state is read and written through
+``.pipelines``, ``.products``, ``.keys``), ``freshet.schemas`` and ``freshet.status`` into
+memory, so all replicas answer from the same log. The desired state is read and written through
 :class:`~freshet.control.store.SpecStore` (read-your-writes included); the status through
 :class:`~freshet.control.status.StatusBoard`.
 """
@@ -16,6 +16,7 @@ from prometheus_client import Counter
 
 from freshet.common import topics
 from freshet.common.kafka import CompactedTopicView, ensure_topics, producer_config
+from freshet.common.pipelines import PipelineSpec
 from freshet.common.products import ApiKeySpec, ProductSpec
 from freshet.common.schemas import (
     DataflowStatus,
@@ -40,6 +41,11 @@ SOURCE_WRITES = Counter(
 VIEW_WRITES = Counter(
     "freshet_control_view_writes_total",
     "View specs written to the desired-state topic, by operation.",
+    ["op"],
+)
+PIPELINE_WRITES = Counter(
+    "freshet_control_pipeline_writes_total",
+    "Pipeline specs written to the desired-state topic, by operation.",
     ["op"],
 )
 PRODUCT_WRITES = Counter(
@@ -70,6 +76,9 @@ class ControlState:
         self.views: SpecStore[ViewSpec] = SpecStore(
             "view", topics.CONTROL_VIEWS, ViewSpec, VIEW_WRITES
         )
+        self.pipelines: SpecStore[PipelineSpec] = SpecStore(
+            "pipeline", topics.CONTROL_PIPELINES, PipelineSpec, PIPELINE_WRITES
+        )
         self.products: SpecStore[ProductSpec] = SpecStore(
             "product", topics.CONTROL_PRODUCTS, ProductSpec, PRODUCT_WRITES
         )
@@ -91,6 +100,7 @@ class ControlState:
         self._producer = Producer(producer_config(bootstrap))
         self.sources.start(bootstrap, self._producer, timeout)
         self.views.start(bootstrap, self._producer, timeout)
+        self.pipelines.start(bootstrap, self._producer, timeout)
         self.products.start(bootstrap, self._producer, timeout)
         self.keys.start(bootstrap, self._producer, timeout)
         schemas = CompactedTopicView(
@@ -114,6 +124,7 @@ class ControlState:
         """Stop following the topics and flush the producer; safe to call more than once."""
         self.sources.close()
         self.views.close()
+        self.pipelines.close()
         self.products.close()
         self.keys.close()
         self.status.close()
@@ -129,6 +140,7 @@ class ControlState:
         return (
             self.sources.started
             and self.views.started
+            and self.pipelines.started
             and self.products.started
             and self.keys.started
             and self._schemas is not None

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from freshet.control.api.routes import health, keys, products, sources, views
+from freshet.control.api.routes import health, keys, pipelines, products, sources, views
 from freshet.control.deps import require_admin
 
 v1_router = APIRouter(prefix="/v1", dependencies=[Depends(require_admin)])
 v1_router.include_router(sources.router)
 v1_router.include_router(views.router)
+v1_router.include_router(pipelines.router)
 v1_router.include_router(products.router)
 v1_router.include_router(keys.router)
 
