@@ -410,3 +410,46 @@ def test_a_pipeline_writes_exactly_the_transformed_events(
     assert nodes_["_dlq"].events_in == len(model.dead) >= 2
     assert nodes_["live"].events_in == model.counts["src"] >= nodes_["live"].events_out
     assert status.freshness_ms is not None and status.lag == 0
+
+
+def test_a_pipeline_that_cannot_run_reports_error_and_a_deleted_one_goes(
+    kafka, control, transform, unique
+):
+    spec = PipelineSpec.model_validate(
+        {
+            "name": unique,
+            "nodes": [
+                {"id": "src", "kind": "source", "source": unique, "tables": ["orders"]},
+                {"id": "out", "kind": "sink", "inputs": ["src"], "topic": f"{unique}.out"},
+            ],
+        }
+    )
+    produce_sync(
+        control.producer,
+        topics.CONTROL_PIPELINES,
+        unique.encode(),
+        codec.dumps(spec.model_dump(mode="json")),
+    )
+    key = topics.status_key("pipeline", unique).encode()
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        found = [v for k, v in read(kafka.bootstrap, topics.STATUS) if k == key]
+        status = DataflowStatus.model_validate(found[-1]) if found and found[-1] else None
+        if status is not None and status.state == "error":
+            break
+        time.sleep(0.3)
+    assert status is not None and status.state == "error", status
+    assert status.kind == "pipeline" and status.reason is not None
+    assert "does not compile against the captured tables" in status.reason
+    assert f"source {unique!r} has published no captured tables yet" in status.reason
+
+    produce_sync(control.producer, topics.CONTROL_PIPELINES, unique.encode(), None)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = [v for k, v in read(kafka.bootstrap, topics.STATUS) if k == key]
+        if found and found[-1] is None:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the deleted pipeline's status was not removed")
