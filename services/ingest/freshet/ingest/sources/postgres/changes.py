@@ -147,14 +147,15 @@ class ChangeWriter:
     def _start_tx(self, xid: int, commit_lsn: int, ts_us: int) -> None:
         self._xid, self._commit_lsn, self._ts_us = xid, commit_lsn, ts_us
         self.in_transaction = True
-        self._span = _tracer.start_span(
-            "ingest.transaction",
-            attributes={
-                "freshet.source": self._source,
-                "db.postgresql.xid": xid,
-                "db.postgresql.commit_lsn": events.lsn_to_str(commit_lsn),
-            },
-        )
+        self._span = _tracer.start_span("ingest.transaction")
+        if self._span.is_recording():  # most transactions are not sampled: skip the work
+            self._span.set_attributes(
+                {
+                    "freshet.source": self._source,
+                    "db.postgresql.xid": xid,
+                    "db.postgresql.commit_lsn": events.lsn_to_str(commit_lsn),
+                }
+            )
         self._headers = inject_headers(trace.set_span_in_context(self._span))
         self._encoder.transaction(ts_us, "false", xid, commit_lsn, self._last_commit_lsn)
         self._sink.begin()

@@ -59,6 +59,10 @@ CONFIRM_INTERVAL_S = POSITION_INTERVAL_S
 """An LSN is confirmed to the slot and published as a position at most this often."""
 IDLE_POLL_S = 0.005
 """Between messages, acknowledgements are collected at most this often."""
+WAKE_INTERVAL_S = 0.001
+"""The stream waits for the server at most this often: under a steady trickle of small
+transactions, each wake-up then takes several (waking per transaction cost ~100 us of CPU
+each), for at most this much added latency."""
 SLOT_CHECK_INTERVAL_S = 5.0
 
 
@@ -333,7 +337,7 @@ class PostgresSource(Source):
         self._publish_schemas(sink, client.published_tables(catalog, self.spec.publication_name))
         self._set_state("streaming")
         self._progress = None
-        last_poll = last_confirm = last_slot_check = 0.0
+        last_poll = last_confirm = last_slot_check = last_wake = 0.0
         sent = 0
         confirmable = self._lsn or 0
         try:
@@ -363,7 +367,11 @@ class PostgresSource(Source):
                     # While events wait for acknowledgements or a confirmation is due, come
                     # back soon; otherwise wait for the server.
                     due = not sink.idle or confirmable > (self._lsn or 0)
+                    pause = last_wake + WAKE_INTERVAL_S - now
+                    if pause > 0:
+                        time.sleep(pause)
                     select.select([cur], [], [], IDLE_POLL_S if due else 0.05)
+                    last_wake = time.monotonic()
             sink.flush(10)
             confirmed = sink.poll(0)
             if confirmed is not None and confirmed > (self._lsn or 0):

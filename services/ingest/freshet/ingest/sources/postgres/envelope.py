@@ -2,9 +2,9 @@
 
 :func:`freshet.common.events.envelope` around :func:`freshet.common.events.postgres_source`,
 encoded with :func:`freshet.common.codec.dumps`, is the definition of a change event. Most of
-it is the same for every event of a transaction and table, so :class:`EnvelopeEncoder` encodes
-that part once per transaction and table, and per event only the row images, the LSN, the op
-and the clock. The unit tests check the bytes against the shared functions.
+it is the same for every event of a transaction, or of a table, so :class:`EnvelopeEncoder`
+encodes those parts once, and per event only the row images, the LSN, the op and the clock.
+The unit tests check the bytes against the shared functions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from freshet.common import events
 from freshet.common.codec import dumps
 
-_Parts = tuple[bytes, bytes, bytes]
 _OPS = {op: dumps(op) for op in ("c", "u", "d", "r", "t")}
 
 
@@ -28,8 +27,9 @@ class EnvelopeEncoder:
     def __init__(self, name: str, db: str) -> None:
         self._name = dumps(name)
         self._db = dumps(db)
-        self._parts: dict[tuple[str, str], _Parts] = {}
-        self._tx: tuple[int, str, int | None, int, int | None] = (0, "false", None, 0, None)
+        self._tables: dict[tuple[str, str], bytes] = {}
+        self._tx: tuple[int, str, int | None, int, int | None] | None = None
+        self._head = self._tail = self._commit = b""
 
     def transaction(
         self,
@@ -41,14 +41,11 @@ class EnvelopeEncoder:
     ) -> None:
         """The fields the following events share (see :func:`events.postgres_source`)."""
         tx = (ts_us, snapshot, tx_id, commit_lsn, last_commit_lsn)
-        if tx != self._tx:
-            self._tx = tx
-            self._parts.clear()
-
-    def _make_parts(self, schema: str, table: str) -> _Parts:
-        ts_us, snapshot, tx_id, commit_lsn, last_commit_lsn = self._tx
+        if tx == self._tx:
+            return
+        self._tx = tx
         last = b"null" if last_commit_lsn is None else b'\\"%d\\"' % last_commit_lsn
-        head = b"".join(
+        self._head = b"".join(
             (
                 b',"source":{"version":',
                 dumps(events.CONNECTOR_VERSION),
@@ -64,21 +61,13 @@ class EnvelopeEncoder:
                 b',\\"',
             )
         )
-        middle = b"".join(
-            (
-                b'\\"]","schema":',
-                dumps(schema),
-                b',"table":',
-                dumps(table),
-                b',"txId":',
-                dumps(tx_id),
-                b',"lsn":',
-            )
-        )
-        tail = b',"xmin":null,"commit_lsn":%d},"transaction":null,"op":' % commit_lsn
-        parts = (head, middle, tail)
-        self._parts[(schema, table)] = parts
-        return parts
+        self._tail = b',"txId":%b,"lsn":' % dumps(tx_id)
+        self._commit = b',"xmin":null,"commit_lsn":%d},"transaction":null,"op":' % commit_lsn
+
+    def _table(self, schema: str, table: str) -> bytes:
+        part = b'\\"]","schema":%b,"table":%b' % (dumps(schema), dumps(table))
+        self._tables[(schema, table)] = part
+        return part
 
     def encode(
         self,
@@ -91,15 +80,16 @@ class EnvelopeEncoder:
         now_us: int,
     ) -> bytes:
         """One event's value: ``dumps(envelope(op, before, after, source, now_us))``."""
-        parts = self._parts.get((schema, table)) or self._make_parts(schema, table)
-        return b'{"before":%b,"after":%b%b%d%b%d%b%b,"ts_ms":%d,"ts_us":%d,"ts_ns":%d}' % (
+        part = self._tables.get((schema, table)) or self._table(schema, table)
+        return b'{"before":%b,"after":%b%b%d%b%b%d%b%b,"ts_ms":%d,"ts_us":%d,"ts_ns":%d}' % (
             dumps(before),
             dumps(after),
-            parts[0],
+            self._head,
             lsn,
-            parts[1],
+            part,
+            self._tail,
             lsn,
-            parts[2],
+            self._commit,
             _OPS.get(op) or dumps(op),
             now_us // 1000,
             now_us,
