@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -14,13 +15,18 @@ from freshet.devstack import servers
 from freshet.devstack.supervisor import Child, check_health, log_tail, wait_healthy
 
 
-def _serve(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> Child:
+def _serve(tmp_path: Path, kafka_bootstrap: str, redis_url: str, target_url: str = "") -> Child:
     port = servers.free_port()
+    unique = uuid.uuid4().hex[:10]
     env = {
         **os.environ,
         "FRESHET_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "FRESHET_SERVE_PORT": str(port),
         "FRESHET_REDIS_URL": redis_url,
+        "FRESHET_TARGET_DATABASE_URL": target_url,
+        "FRESHET_SERVE_GROUP": f"serve-{unique}",
+        "FRESHET_SERVE_REDIS_PREFIX": f"test:{unique}",
+        "FRESHET_SERVE_TARGET_SCHEMA": f"s_{unique}",
     }
     return Child(
         "serve",
@@ -51,7 +57,12 @@ def test_health_metrics_and_a_clean_stop(kafka, redis_server, tmp_path):
         result = wait_healthy(child, timeout=60)
         assert result.ok, f"{result.detail}\n{log_tail(child.log_path, 60)}"
         base = f"http://127.0.0.1:{child.port}"
-        assert httpx.get(f"{base}/health").json() == {"status": "ok", "redis": "ok"}
+        body = httpx.get(f"{base}/health").json()
+        assert {k: body[k] for k in ("status", "redis", "postgres")} == {
+            "status": "ok",
+            "redis": "ok",
+            "postgres": "not configured",
+        }
         for path in ("/metrics", "/metrics/"):
             metrics = httpx.get(base + path)
             assert metrics.status_code == 200, path
@@ -80,8 +91,36 @@ def test_health_is_503_while_redis_is_unreachable_and_recovers(kafka, tmp_path):
         assert httpx.get(f"http://127.0.0.1:{child.port}/metrics").status_code == 200
 
         redis = servers.start_redis(redis_port, tmp_path / "redis", tmp_path / "redis.log")
-        assert _wait_for_status(child, 200) == {"status": "ok", "redis": "ok"}
+        assert _wait_for_status(child, 200)["redis"] == "ok"
     finally:
         child.stop()
         if redis is not None:
             redis.stop()
+
+
+def test_health_reports_the_target_database(kafka, redis_server, target_url, tmp_path):
+    """503 naming PostgreSQL while the target database is unreachable, without its URL."""
+    dead_port = servers.free_port()
+    secret = uuid.uuid4().hex
+    child = _serve(
+        tmp_path,
+        kafka.bootstrap,
+        redis_server,
+        f"postgresql+psycopg://postgres:{secret}@127.0.0.1:{dead_port}/nowhere",
+    )
+    child.start()
+    try:
+        body = _wait_for_status(child, 503)
+        assert body["redis"] == "ok"
+        assert body["postgres"].startswith("unreachable")
+        assert secret not in str(body) and str(dead_port) not in str(body)
+    finally:
+        child.stop()
+
+    live = _serve(tmp_path, kafka.bootstrap, redis_server, target_url)
+    live.start()
+    try:
+        body = _wait_for_status(live, 200)
+        assert (body["redis"], body["postgres"]) == ("ok", "ok")
+    finally:
+        live.stop()

@@ -1,6 +1,10 @@
-"""``python -m freshet.serve``: run serve's HTTP server until SIGINT or SIGTERM.
+"""``python -m freshet.serve``: run serve until SIGINT or SIGTERM.
 
-Either signal shuts the server down gracefully, flushes the spans and exits 0.
+Serve is its HTTP server and, in a thread, the materialization of views into Redis and
+PostgreSQL.
+
+Either signal shuts the server down gracefully, stops the materializers (leaving the consumer
+group), flushes the spans and exits 0.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from freshet.common.observability import configure_logging
 from freshet.common.telemetry import setup_tracing
 from freshet.serve.app import create_app
 from freshet.serve.config import ServeSettings
+from freshet.serve.service import ServeService
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:
@@ -36,7 +41,7 @@ def main() -> None:
         signal.signal(sig, _ignore)
     try:
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, ServeService(settings, instance)),
             host=settings.serve_host,
             port=settings.serve_port,
             log_config=None,

@@ -1,0 +1,287 @@
+"""One view at work: consume its topic and keep each of its stores up to date.
+
+One consumer (assigned, not in a group) reads every partition of the view's topic. Each store
+(:class:`~freshet.serve.materialize.stores.base.ViewStore`) keeps its own positions: the consumer
+starts from the lowest, and each store skips the records it already holds, so a store that fails
+(PostgreSQL or Redis down) neither stops nor holds back the other. A failed store is re-opened
+after a backoff; it reads its positions again and the consumer goes back to them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+from confluent_kafka import KafkaError as CKafkaError
+from confluent_kafka import TopicPartition as TP
+
+from freshet.common import topics
+from freshet.common.exceptions import KafkaError
+from freshet.common.kafka import consumer_config, ensure_topics, partitions_of
+from freshet.common.topics import COMPACTED, TopicSpec
+from freshet.serve import metrics
+from freshet.serve.config import ServeSettings
+from freshet.serve.exceptions import BadValueError, Fenced, StaleGeneration
+from freshet.serve.materialize.batch import Batch
+from freshet.serve.materialize.layout import Change, ViewLayout
+from freshet.serve.materialize.stores.base import ViewStore
+
+log = logging.getLogger(__name__)
+
+APPLIED_HEADER = "freshet.applied"
+"""Header of view-topic records: JSON ``{source: lsn}`` applied when transform wrote it."""
+
+FENCED_RETRY_S = 0.2
+WATCH_INTERVAL_S = 0.5
+
+Record = Change | tuple[int, int]
+
+
+@dataclass
+class StoreState:
+    """A store as its materializer sees it."""
+
+    store: ViewStore
+    offsets: dict[int, int] | None = None
+    """Next offset per partition, as the store holds it; None while the store is not open."""
+    applied: dict[int, bytes] = field(default_factory=dict)
+    retry_at: float = 0.0
+    failures: int = 0
+    error: str | None = None
+    stale: bool = False
+    ready: bool = False
+    lag: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        state = (
+            "stale"
+            if self.stale
+            else "error"
+            if self.error
+            else "ready"
+            if self.ready
+            else ("loading" if self.offsets is not None else "pending")
+        )
+        out: dict[str, Any] = {"state": state, "lag": self.lag}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def _chunks(records: list[Record], size: int | None) -> Iterator[list[Record]]:
+    if size is None or len(records) <= size:
+        yield records
+        return
+    for start in range(0, len(records), size):
+        yield records[start : start + size]
+
+
+class ViewMaterializer:
+    """Materializes one generation of one view until ``stop`` is set.
+
+    Raises on failures that concern the view itself (its topic unreadable, a record that does
+    not decode); the service retries it with backoff. Store failures are handled here.
+    """
+
+    def __init__(
+        self, layout: ViewLayout, stores: list[ViewStore], settings: ServeSettings
+    ) -> None:
+        self.layout = layout
+        self.stores = [StoreState(s) for s in stores]
+        self._settings = settings
+        self._topic = topics.view_topic(layout.name)
+        self._decode_key = self.layout.key_decoder()
+        self._partitions: list[int] = []
+        self._last_watch = 0.0
+        self.last_progress = time.monotonic()
+
+    def describe(self) -> dict[str, Any]:
+        return {s.store.kind: s.describe() for s in self.stores}
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        settings = self._settings
+        ensure_topics(
+            settings.kafka_bootstrap,
+            [TopicSpec(self._topic, settings.topic_partitions, COMPACTED)],
+        )
+        consumer = Consumer(
+            consumer_config(settings.kafka_bootstrap, f"freshet-serve-{self.layout.name}-assigned")
+        )
+        try:
+            self._partitions = partitions_of(consumer, self._topic)
+            while not stop.is_set():
+                if self._open_due():
+                    self._assign(consumer)
+                live = [s for s in self.stores if s.offsets is not None]
+                if not live:
+                    if all(s.stale for s in self.stores):
+                        log.info(
+                            "view %s: a newer generation took over; stopping", self.layout.name
+                        )
+                        return
+                    stop.wait(self._until_retry())
+                    continue
+                records = self._decode(self._poll(consumer))
+                for state in live:
+                    self._write(state, records)
+                self._watch(consumer)
+        finally:
+            consumer.close()
+        log.info("view %s generation %d stopped", self.layout.name, self.layout.generation)
+
+    def _poll(self, consumer: Consumer) -> list[Message]:
+        first = consumer.poll(0.1)
+        if first is None:
+            return []
+        return [first, *consumer.consume(self._settings.serve_batch_max - 1, timeout=0)]
+
+    def _decode(self, messages: list[Message]) -> list[Record]:
+        records: list[Record] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == CKafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaError(f"consuming {self._topic}: {err}")
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            raw_key = msg.key()
+            if raw_key is None:
+                records.append((partition, offset))
+                continue
+            try:
+                values, key = self._decode_key(raw_key)
+            except (BadValueError, ValueError, TypeError) as exc:
+                raise BadValueError(
+                    f"view {self.layout.name}: the key at {self._topic}/{partition}@{offset} does "
+                    f"not fit the view's key {list(self.layout.key_names)}: {exc}"
+                ) from None
+            applied = None
+            for header in msg.headers() or ():
+                if header[0] == APPLIED_HEADER and isinstance(header[1], bytes):
+                    applied = header[1]
+            records.append(Change(partition, offset, key, values, msg.value(), applied))
+        return records
+
+    def _write(self, state: StoreState, records: list[Record]) -> None:
+        store = state.store
+        assert state.offsets is not None
+        for chunk in _chunks(records, store.max_records):
+            batch = Batch.of(chunk, state.offsets)
+            if not batch:
+                continue
+            try:
+                store.write(batch)
+            except Exception as exc:
+                self._fail(state, exc)
+                return
+            state.offsets.update(batch.end)
+            state.applied.update(batch.applied)
+            self.last_progress = time.monotonic()
+            upserts = len(batch.upserts)
+            labels = (self.layout.name, store.kind)
+            metrics.BATCHES.labels(*labels).inc()
+            metrics.ROWS_APPLIED.labels(*labels, "upsert").inc(upserts)
+            metrics.ROWS_APPLIED.labels(*labels, "delete").inc(len(batch.changes) - upserts)
+
+    # --- opening and failing stores -------------------------------------------------------
+
+    def _open_due(self) -> bool:
+        """Open the stores whose (re)try time has come; True if any opened."""
+        opened = False
+        now = time.monotonic()
+        for state in self.stores:
+            if state.offsets is not None or state.stale or now < state.retry_at:
+                continue
+            try:
+                offsets = state.store.open(self._partitions)
+            except Exception as exc:
+                self._fail(state, exc)
+                continue
+            state.offsets = dict(offsets)
+            state.error = None
+            state.ready = False
+            opened = True
+            log.info(
+                "view %s generation %d: %s resumes at %s",
+                self.layout.name,
+                self.layout.generation,
+                state.store.kind,
+                state.offsets,
+            )
+        return opened
+
+    def _assign(self, consumer: Consumer) -> None:
+        """Consume every partition from the lowest position of the open stores."""
+        live = [s.offsets for s in self.stores if s.offsets is not None]
+        consumer.assign(
+            [TP(self._topic, p, min(o.get(p, 0) for o in live)) for p in self._partitions]
+        )
+
+    def _fail(self, state: StoreState, exc: Exception) -> None:
+        kind = state.store.kind
+        metrics.ERRORS.labels(self.layout.name, kind).inc()
+        state.offsets = None
+        if isinstance(exc, StaleGeneration):
+            state.stale = True
+            state.error = None
+            log.info("view %s: %s: %s", self.layout.name, kind, exc)
+            return
+        if isinstance(exc, Fenced):
+            # Another writer moved the store: read its positions again, soon.
+            state.retry_at = time.monotonic() + FENCED_RETRY_S
+            log.warning("view %s: %s: %s; re-reading its positions", self.layout.name, kind, exc)
+            return
+        state.failures += 1
+        settings = self._settings
+        delay = min(
+            settings.serve_retry_max_s, settings.serve_retry_initial_s * 2 ** (state.failures - 1)
+        )
+        state.retry_at = time.monotonic() + delay
+        state.error = f"{type(exc).__name__}: {exc} (retrying in {delay:.0f}s)"
+        log.warning("view %s: %s failed: %s", self.layout.name, kind, state.error)
+
+    def _until_retry(self) -> float:
+        waits = [s.retry_at - time.monotonic() for s in self.stores if not s.stale]
+        return max(0.05, min(waits, default=0.5))
+
+    # --- lag and readiness ----------------------------------------------------------------
+
+    def _watch(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._last_watch < WATCH_INTERVAL_S:
+            return
+        self._last_watch = now
+        highs: dict[int, int] = {}
+        for p in self._partitions:
+            _low, high = consumer.get_watermark_offsets(TP(self._topic, p), cached=True)
+            if high >= 0:
+                highs[p] = high
+        known = len(highs) == len(self._partitions)
+        for state in self.stores:
+            if state.offsets is None:
+                continue
+            lag = sum(max(0, high - state.offsets.get(p, 0)) for p, high in highs.items())
+            state.lag = lag if known else None
+            labels = (self.layout.name, state.store.kind)
+            metrics.LAG.labels(*labels).set(lag)
+            if known and lag == 0 and not state.ready:
+                try:
+                    state.store.caught_up()
+                except Exception as exc:
+                    self._fail(state, exc)
+                    continue
+                state.ready = True
+                metrics.READY.labels(*labels).set(1)
+                log.info(
+                    "view %s generation %d: %s caught up",
+                    self.layout.name,
+                    self.layout.generation,
+                    state.store.kind,
+                )
