@@ -1,4 +1,4 @@
-"""The demo shop database that ``make run`` captures: schema, seed data, source registration.
+"""The demo that ``make run`` captures: shop schema, seed data, the source and a view.
 
 Four tables with primary keys (one composite), foreign keys, ``numeric`` prices, timestamps, a
 ``jsonb`` column and customer e-mail addresses: enough to exercise CDC, joins and aggregates.
@@ -23,6 +23,20 @@ from freshet.devstack.servers import PgInfo
 DEMO_DATABASE = "shop"
 DEMO_SOURCE = "shop"
 DEMO_TABLES = ("public.customers", "public.products", "public.orders", "public.order_items")
+DEMO_VIEW = "customer_revenue"
+DEMO_VIEW_SQL = (
+    "SELECT c.id, c.name, left(c.email, 2) || '***' AS email, count(DISTINCT o.id) AS orders, "
+    "coalesce(sum(i.quantity * i.unit_price), 0) AS revenue "
+    "FROM customers c "
+    "LEFT JOIN orders o ON o.customer_id = c.id AND o.status <> 'cancelled' "
+    "LEFT JOIN order_items i ON i.order_id = o.id "
+    "GROUP BY c.id, c.name, left(c.email, 2) || '***'"
+)
+"""Per customer: orders that are not cancelled and their revenue, with a masked e-mail. Grouped
+by the masked address rather than ``c.email``, so that the full address is not part of the
+view's key either."""
+UNKNOWN_TABLE = "is not a table of any source"
+"""What control's 422 says while ingest has not published a table's schema yet."""
 
 ORDER_STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled")
 OPEN_STATUSES = ("pending", "paid", "shipped")
@@ -269,24 +283,24 @@ def source_spec(pg: PgInfo, dbname: str = DEMO_DATABASE) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class Registration:
-    """Outcome of registering the demo source: ``done`` (created or already there) or not."""
+    """Outcome of registering a demo object: ``done`` (created or already there) or not."""
 
     done: bool
     retry: bool
     detail: str
 
 
-def register_source(
-    control_url: str, admin_token: str, spec: dict[str, object], timeout: float = 10.0
+def _post(
+    control_url: str, path: str, admin_token: str, body: dict[str, object], timeout: float
 ) -> Registration:
-    """POST ``spec`` to ``<control_url>/v1/sources``; 409 (it exists) counts as done.
+    """POST ``body`` to the control API; 409 (it exists) counts as done.
 
     ``retry`` is true when trying again later may help (control unreachable, 5xx); a 4xx other
-    than 409 means the request itself is wrong and will not be retried.
+    than 409 means the request itself is wrong and is not retried.
     """
     request = urllib.request.Request(  # noqa: S310 - the stack's own control API on 127.0.0.1
-        f"{control_url}/v1/sources",
-        data=json.dumps(spec).encode(),
+        f"{control_url}{path}",
+        data=json.dumps(body).encode(),
         method="POST",
         headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
     )
@@ -294,9 +308,35 @@ def register_source(
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             return Registration(True, False, f"registered (HTTP {resp.status})")
     except urllib.error.HTTPError as exc:
-        body = exc.read(300).decode(errors="replace").strip()
+        detail = exc.read(600).decode(errors="replace").strip()
         if exc.code == 409:
             return Registration(True, False, "already registered")
-        return Registration(False, exc.code >= 500, f"HTTP {exc.code}: {body}")
+        return Registration(False, exc.code >= 500, f"HTTP {exc.code}: {detail}")
     except OSError as exc:
         return Registration(False, True, f"control unreachable: {getattr(exc, 'reason', exc)}")
+
+
+def register_source(
+    control_url: str, admin_token: str, spec: dict[str, object], timeout: float = 10.0
+) -> Registration:
+    """POST ``spec`` to ``<control_url>/v1/sources`` (see :func:`_post` for the outcome)."""
+    return _post(control_url, "/v1/sources", admin_token, spec, timeout)
+
+
+def register_view(
+    control_url: str,
+    admin_token: str,
+    name: str = DEMO_VIEW,
+    sql: str = DEMO_VIEW_SQL,
+    timeout: float = 10.0,
+) -> Registration:
+    """POST view ``name`` to ``<control_url>/v1/views``.
+
+    Control compiles the SQL against the table schemas ingest has published; until ingest has
+    published those of the demo source, the answer is a 422 naming an unknown table, which is
+    worth retrying (the caller bounds how long). Any other 422 is final.
+    """
+    result = _post(control_url, "/v1/views", admin_token, {"name": name, "sql": sql}, timeout)
+    if not result.done and UNKNOWN_TABLE in result.detail:
+        return Registration(False, True, "waiting for ingest to publish the tables' schemas")
+    return result

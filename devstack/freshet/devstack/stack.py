@@ -2,8 +2,9 @@
 
 Start-up, in order: the state directory and its keys; Tansu, PostgreSQL and Redis; the demo
 database ``shop`` (created and seeded once) and serve's target database; the four services, each
-waited for on its ``/health``; the demo source registered through the control API; the workload
-that keeps changing ``shop``. Then the stack supervises its services (a service that dies is
+waited for on its ``/health``; the demo source and then the demo view registered through the
+control API (the view once ingest has published the source's table schemas); the workload that
+keeps changing ``shop``. Then the stack supervises its services (a service that dies is
 reported and restarted) until SIGINT or SIGTERM, and stops everything in reverse order: the
 workload, the services, Redis, PostgreSQL, the broker. A server (broker, PostgreSQL, Redis)
 that dies is fatal: the stack stops and exits 1.
@@ -44,6 +45,10 @@ from freshet.devstack.workload import Workload, WorkloadThread
 
 SERVE_DATABASE = "freshet_serve"
 REGISTER_RETRY_S = 5.0
+VIEW_WAIT_S = 60.0
+"""How long start-up waits for the demo view's registration before it prints the summary."""
+VIEW_RETRY_LIMIT_S = 300.0
+"""After this long without the source's table schemas, the demo view is given up."""
 LOOP_TICK_S = 0.5
 
 
@@ -77,6 +82,9 @@ class Stack:
         self._health: dict[str, str] = {}
         self._registration = "not tried"
         self._register_at: float | None = None
+        self._view_registration = "not tried"
+        self._view_register_at: float | None = None
+        self._view_give_up_at: float | None = None
         self._pids: dict[str, int | None] = {}
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._signal: str | None = None
@@ -197,6 +205,7 @@ class Stack:
                     f"{state.display(child.log_path)}:\n{indent(tail) if tail else '    (empty)'}"
                 )
         self._register_source()
+        self._wait_view_registered(VIEW_WAIT_S)
         if s.workload_rate > 0:
             self._workload = WorkloadThread(
                 Workload(self._pg.conninfo(demo.DEMO_DATABASE), rate=s.workload_rate)
@@ -241,13 +250,14 @@ class Stack:
 
     def _register_source(self) -> None:
         assert self._pg is not None and self._ctx is not None
-        control = next(spec for spec in SERVICES if spec.name == "control")
-        url = f"http://127.0.0.1:{control.port(self.settings)}"
-        result = demo.register_source(url, self._ctx.admin_token, demo.source_spec(self._pg))
+        result = demo.register_source(
+            self._control_url(), self._ctx.admin_token, demo.source_spec(self._pg)
+        )
         first = self._registration == "not tried"
         if result.done:
             self._registration = f"source {demo.DEMO_SOURCE}: {result.detail}"
             self._register_at = None
+            self._view_register_at = time.monotonic()
             self._say(self._registration)
         elif result.retry:
             self._registration = f"source {demo.DEMO_SOURCE} not registered yet: {result.detail}"
@@ -258,6 +268,52 @@ class Stack:
             self._registration = f"source {demo.DEMO_SOURCE} was refused: {result.detail}"
             self._register_at = None
             self._say(self._registration)
+
+    def _control_url(self) -> str:
+        control = next(spec for spec in SERVICES if spec.name == "control")
+        return f"http://127.0.0.1:{control.port(self.settings)}"
+
+    def _register_view(self) -> None:
+        """One attempt at registering the demo view; schedules the next one if it may help.
+
+        Control refuses the view's SQL (422, unknown table) until ingest has published the
+        schemas of the source's tables, a few seconds after the source was registered: that is
+        retried until :data:`VIEW_RETRY_LIMIT_S` has passed.
+        """
+        assert self._ctx is not None
+        now = time.monotonic()
+        if self._view_give_up_at is None:
+            self._view_give_up_at = now + VIEW_RETRY_LIMIT_S
+        result = demo.register_view(self._control_url(), self._ctx.admin_token)
+        name = demo.DEMO_VIEW
+        if result.done:
+            self._view_registration = f"view {name}: {result.detail}"
+            self._view_register_at = None
+            self._say(self._view_registration)
+        elif result.retry and now < self._view_give_up_at:
+            self._view_registration = f"view {name} not registered yet: {result.detail}"
+            self._view_register_at = now + 1.0
+        else:
+            why = "gave up after retrying" if result.retry else "was refused"
+            self._view_registration = f"view {name} {why}: {result.detail}"
+            self._view_register_at = None
+            self._say(self._view_registration)
+
+    def _wait_view_registered(self, seconds: float) -> None:
+        """Retry the demo view's registration for up to ``seconds``.
+
+        So the summary printed next can say the view is registered; later attempts, if needed,
+        run in :meth:`_supervise`.
+        """
+        until = time.monotonic() + seconds
+        while self._view_register_at is not None and not self._stop.is_set():
+            if time.monotonic() >= self._view_register_at:
+                self._register_view()
+            if time.monotonic() >= until:
+                if self._view_register_at is not None:
+                    self._say(f"{self._view_registration}; still retrying")
+                return
+            self._stop.wait(0.2)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -276,6 +332,10 @@ class Stack:
             self._supervisor.check()
             if self._register_at is not None and time.monotonic() >= self._register_at:
                 self._register_source()
+            if self._view_register_at is not None and time.monotonic() >= self._view_register_at:
+                self._register_view()
+                if self._view_register_at is None:
+                    self._write_status(ready=True)
             pids = {c.name: c.pid for c in self._supervisor.children}
             if pids != self._pids:
                 self._write_status(ready=True)
@@ -316,6 +376,7 @@ class Stack:
                 "components": components,
                 "workload": {"rate": self.settings.workload_rate if self._workload else 0},
                 "registration": self._registration,
+                "view_registration": self._view_registration,
                 "admin_token": "$FRESHET_ADMIN_TOKEN"
                 if self._admin_token_from_env
                 else self.state.display(self.state.root / "admin-token"),

@@ -59,13 +59,17 @@ def render_summary(data: dict[str, Any], health: dict[str, str], footer: str = "
     ports = {c.get("name"): c.get("port") for c in data.get("components", [])}
     bootstrap = str(data.get("kafka_bootstrap", DEFAULT_BOOTSTRAP))
     orders_topic = topics.cdc_topic(demo.DEMO_SOURCE, "public", "orders")
-    watch = f"{python_cmd()} -m freshet.devstack watch {orders_topic}"
-    if bootstrap != DEFAULT_BOOTSTRAP:
-        watch += f" --bootstrap {bootstrap}"
+    view_topic = topics.view_topic(demo.DEMO_VIEW)
+    other = f" --bootstrap {bootstrap}" if bootstrap != DEFAULT_BOOTSTRAP else ""
+    watch = f"{python_cmd()} -m freshet.devstack watch {orders_topic}{other}"
+    watch_view = f"{python_cmd()} -m freshet.devstack watch {view_topic}{other}"
+    control_url = f"http://127.0.0.1:{ports.get('control', 8700)}"
+    control = f'curl -H "Authorization: Bearer {token_expr}" {control_url}'
     tries = [
-        f'curl -H "Authorization: Bearer {token_expr}" '
-        f"http://127.0.0.1:{ports.get('control', 8700)}/v1/sources/{demo.DEMO_SOURCE}",
+        f"{control}/v1/sources/{demo.DEMO_SOURCE}",
         f"{watch}  (--from-end: only new changes)",
+        f"{control}/v1/views/{demo.DEMO_VIEW}  (the view's status: state, applied, lag)",
+        f"{watch_view}  (the view's rows, kept fresh)",
         f"curl http://127.0.0.1:{ports.get('serve', 8701)}/health",
         f"curl -s http://127.0.0.1:{ports.get('transform', 8703)}/metrics | head",
     ]
@@ -81,6 +85,7 @@ def render_summary(data: dict[str, Any], health: dict[str, str], footer: str = "
         _table(rows),
         "",
         f"Demo: {data.get('registration', '')}",
+        f"      {data.get('view_registration', '')}",
         f"Admin token: {token}",
         "",
         "Try:",
