@@ -36,10 +36,13 @@ def _transform(args: argparse.Namespace) -> tuple[str, str]:
         settings.moves = 200
         settings.big_customers, settings.big_orders = 5_000, 100_000
         settings.fresh_changes, settings.fresh_spacing_s, settings.refresh_runs = 10, 0.3, 3
+    if args.profile:  # the profiles are of the throughput views: keep the rest short
+        settings.big_customers, settings.big_orders, settings.fresh_changes = 5_000, 100_000, 5
     result = transform.run(settings)
-    if result.views and result.views[0].profile:
-        print("\nWhere transform's view thread spent its time in the first catch-up (py-spy):\n")
-        print(result.views[0].profile)
+    for view in result.views:
+        if view.profile:
+            print(f"\nWhere transform's time went while view {view.view} caught up (py-spy):\n")
+            print(view.profile)
     return transform.HEADING, transform.report(result)
 
 
