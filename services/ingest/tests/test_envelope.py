@@ -77,3 +77,19 @@ def test_bytes_equal_the_shared_envelope(name, db, transactions_and_events):
         for (schema, table), op, before, after, lsn, now_us in evs:
             got = encoder.encode(schema, table, op, before, after, lsn, now_us)
             assert got == reference(name, db, schema, table, tx, op, before, after, lsn, now_us)
+
+
+def test_clock_digits_around_the_millisecond_boundary():
+    encoder = EnvelopeEncoder("src", "db")
+    tx = (1, "false", 7, 100, None)
+    encoder.transaction(*tx)
+    for now_us in (0, 1, 999, 1000, 1001, 99_999, 1_700_000_000_123_456):
+        got = encoder.encode("public", "t", "c", None, {"id": 1}, 42, now_us)
+        assert got == reference("src", "db", "public", "t", tx, "c", None, {"id": 1}, 42, now_us)
+
+
+def test_events_before_any_transaction_are_still_valid():
+    got = EnvelopeEncoder("src", "db").encode("public", "t", "c", None, {"id": 1}, 42, 5000)
+    assert got == reference(
+        "src", "db", "public", "t", (0, "false", None, 0, None), "c", None, {"id": 1}, 42, 5000
+    )

@@ -40,18 +40,25 @@ class _Batch:
     callable per batch rather than one per event.
     """
 
-    __slots__ = ("closed", "position", "remaining", "sink")
+    __slots__ = ("acked", "closed", "position", "remaining", "sink")
 
     def __init__(self, sink: KafkaSink) -> None:
         self.sink = sink
+        self.acked = sink._acked
         self.remaining = 0
         self.closed = False
         self.position: int | None = None
 
     def delivered(self, err: ConfluentKafkaError | None, msg: Message) -> None:
+        # Called once per event: KafkaSink.acked, inlined.
         self.remaining -= 1
         if err is None:
-            self.sink.acked(msg.topic(), msg.partition(), msg.offset())
+            offset = msg.offset()
+            key = (msg.topic() or "", msg.partition() or 0)
+            if offset is not None and offset > self.acked.get(key, -1):
+                self.acked[key] = offset
+            elif offset is None or offset < 0:
+                self.sink.acked(key[0], key[1], offset)
         else:
             self.sink.failed(err)
 

@@ -23,7 +23,7 @@ from freshet.common.telemetry import Headers, inject_headers
 from freshet.ingest.sink import KafkaSink
 from freshet.ingest.sources.postgres.client import TableMeta
 from freshet.ingest.sources.postgres.envelope import EnvelopeEncoder
-from freshet.ingest.sources.postgres.pgoutput import Relation, Tuple
+from freshet.ingest.sources.postgres.pgoutput import Relation, TextFields, Tuple, text_row
 from freshet.ingest.sources.postgres.values import Converter, converter, is_text
 
 _tracer = trace.get_tracer("freshet.ingest")
@@ -42,10 +42,12 @@ class Table:
     # Derived: the converters with None where the text is the value; the key's column names.
     _convert: tuple[Converter | None, ...] = field(init=False, repr=False, compare=False)
     _key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    text_fields: TextFields = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         convert = tuple(None if is_text(c) else c for c in self.converters)
         object.__setattr__(self, "_convert", convert)
+        object.__setattr__(self, "text_fields", tuple(zip(self.columns, convert, strict=True)))
         object.__setattr__(self, "_key_columns", tuple(self.columns[i] for i in self.key_positions))
 
     def row(self, values: Tuple, fallback: Tuple | None = None) -> dict[str, Any]:
@@ -192,6 +194,21 @@ class ChangeWriter:
         return table
 
     # --- row changes -------------------------------------------------------------------------
+
+    def text_change(self, op: str, relid: int, buf: bytes, pos: int, lsn: int) -> bool:
+        """The decoder's fast path for an insert, or an update without an old tuple.
+
+        Outside stream blocks only (see :class:`Decoder`); False if the tuple needs the general
+        path (a null or unchanged TOAST value) or the relation is not known yet.
+        """
+        table = self._tables.get(relid)
+        if table is None:
+            return False
+        row = text_row(buf, pos, table.text_fields)
+        if row is None:
+            return False
+        self._send(table, op, table.key(row), None, row, lsn, None)
+        return True
 
     def insert(self, xid: int | None, relid: int, new: Tuple, lsn: int) -> None:
         table = self._tables.get(relid) or self._table(relid)

@@ -30,6 +30,7 @@ class EnvelopeEncoder:
         self._tables: dict[tuple[str, str], bytes] = {}
         self._tx: tuple[int, str, int | None, int, int | None] | None = None
         self._head = self._tail = self._commit = b""
+        self.transaction(0, "false", None, 0, None)
 
     def transaction(
         self,
@@ -81,17 +82,31 @@ class EnvelopeEncoder:
     ) -> bytes:
         """One event's value: ``dumps(envelope(op, before, after, source, now_us))``."""
         part = self._tables.get((schema, table)) or self._table(schema, table)
-        return b'{"before":%b,"after":%b%b%d%b%b%d%b%b,"ts_ms":%d,"ts_us":%d,"ts_ns":%d}' % (
-            dumps(before),
-            dumps(after),
-            self._head,
-            lsn,
-            part,
-            self._tail,
-            lsn,
-            self._commit,
-            _OPS.get(op) or dumps(op),
-            now_us // 1000,
-            now_us,
-            now_us * 1000,
+        at = b"%d" % lsn
+        if now_us < 1000:  # never from a real clock, but the digits below need 4 or more
+            ms, us, ns = b"%d" % (now_us // 1000), b"%d" % now_us, b"%d" % (now_us * 1000)
+        else:
+            us = b"%d" % now_us
+            ms, ns = us[:-3], us + b"000"
+        return b"".join(
+            (
+                b'{"before":',
+                b"null" if before is None else dumps(before),
+                b',"after":',
+                b"null" if after is None else dumps(after),
+                self._head,
+                at,
+                part,
+                self._tail,
+                at,
+                self._commit,
+                _OPS.get(op) or dumps(op),
+                b',"ts_ms":',
+                ms,
+                b',"ts_us":',
+                us,
+                b',"ts_ns":',
+                ns,
+                b"}",
+            )
         )

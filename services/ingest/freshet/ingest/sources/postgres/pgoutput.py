@@ -11,8 +11,9 @@ Reference: PostgreSQL 15 documentation, "Logical Replication Message Formats".
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -87,17 +88,44 @@ class PgOutputHandler(Protocol):
     def stream_abort(self, xid: int, subxid: int) -> None: ...
 
 
+TextFields = tuple[tuple[str, Callable[[str], Any] | None], ...]
+"""Per column, its name and the converter of its text (``None``: the value is the text)."""
+
+TextChange = Callable[[str, int, bytes, int, int], bool]
+"""``text_change(op, relid, buf, pos, lsn)``: see :class:`Decoder`."""
+
+
 class Decoder:
-    """Stateful decoder of one replication stream (it tracks whether a stream block is open)."""
+    """Stateful decoder of one replication stream (it tracks whether a stream block is open).
+
+    A handler may also offer ``text_change(op, relid, buf, pos, lsn) -> bool``: the decoder
+    then hands it, undecoded, the new tuple (at ``buf[pos:]``) of an Insert (op ``c``) or of an
+    Update without an old tuple (op ``u``) outside stream blocks, the bulk of most streams. The
+    handler decodes it with :func:`text_row` straight into its row and returns True, or returns
+    False and the decoder calls ``insert``/``update`` as usual.
+    """
 
     def __init__(self, handler: PgOutputHandler) -> None:
         self._handler = handler
         self._in_stream = False
+        self._text_change: TextChange | None = getattr(handler, "text_change", None)
 
     def decode(self, buf: bytes, lsn: int) -> None:
         """Decode one message; ``lsn`` is the WAL position the server gave it."""
         kind = buf[0]
         h = self._handler
+        if kind == 0x49 and not self._in_stream:  # I: Insert, the most common message
+            if buf[5] != 0x4E:
+                raise ProtocolError("insert without a new tuple")
+            relid = _U32.unpack_from(buf, 1)[0]
+            if self._text_change is None or not self._text_change("c", relid, buf, 6, lsn):
+                h.insert(None, relid, _tuple(buf, 6)[0], lsn)
+            return
+        if kind == 0x55 and not self._in_stream and buf[5] == 0x4E:  # U: Update, new tuple only
+            relid = _U32.unpack_from(buf, 1)[0]
+            if self._text_change is None or not self._text_change("u", relid, buf, 6, lsn):
+                h.update(None, relid, None, False, _tuple(buf, 6)[0], lsn)
+            return
         pos = 1
         if kind == 0x42:  # B: Begin
             final_lsn = _U64.unpack_from(buf, 1)[0]
@@ -209,3 +237,24 @@ def _tuple(buf: bytes, pos: int) -> tuple[Tuple, int]:
         else:
             raise ProtocolError(f"unknown tuple column kind {chr(kind)!r}")
     return values, pos
+
+
+def text_row(buf: bytes, pos: int, fields: TextFields) -> dict[str, Any] | None:
+    """Decode the TupleData at ``pos`` straight into ``{column: value}`` if every value is text.
+
+    ``None`` when the tuple has another number of columns than ``fields`` or holds a null or an
+    unchanged TOAST value: the caller then takes the general path (:func:`_tuple`).
+    """
+    if _I16.unpack_from(buf, pos)[0] != len(fields):
+        return None
+    pos += 2
+    out: dict[str, Any] = {}
+    unpack = _I32.unpack_from
+    for column, convert in fields:
+        if buf[pos] != 0x74:  # t: text
+            return None
+        end = pos + 5 + unpack(buf, pos + 1)[0]
+        text = buf[pos + 5 : end].decode()
+        out[column] = text if convert is None else convert(text)
+        pos = end
+    return out
