@@ -286,7 +286,7 @@ class RedisStore(ViewStore):
         except redis.ResponseError as exc:
             raise _translate(exc) from None
         removed = _unlink_matching(
-            self._r, _glob_escape(keys.view) + ":g*", keep_prefix=keys.gen_prefix + ":"
+            self._r, _glob_escape(keys.view) + ":g[0-9]*", keep_prefix=keys.gen_prefix + ":"
         )
         if removed:
             log.info(
