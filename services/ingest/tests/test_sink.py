@@ -207,14 +207,18 @@ def test_failed_events_do_not_count_as_acknowledged(sink):
     assert sink.acked_offsets() == {}
 
 
-def test_acked_offsets_carry_over_to_the_next_sink_of_a_source(sink):
-    b = batch(sink, 100, 1)
-    ack(sink, b, where=("a", 1, 41))
-    following = KafkaSink("127.0.0.1:1", previous=sink, log_level=0)
+def test_acked_offsets_carry_over_to_the_next_sink_of_a_source():
+    acked: dict[tuple[str, int], int] = {}
+    first = KafkaSink("127.0.0.1:1", acked=acked, log_level=0)
+    following = KafkaSink("127.0.0.1:1", acked=acked, log_level=0)
     try:
+        ack(first, batch(first, 100, 1), where=("a", 1, 41))
         assert following.acked_offsets() == {"a": {1: 42}}
         assert following.confirmed is None and following.idle
+        ack(following, batch(following, 200, 1), where=("a", 1, 50))
+        assert first.acked_offsets() == following.acked_offsets() == {"a": {1: 51}}
     finally:
+        first._producer.purge()
         following._producer.purge()
 
 

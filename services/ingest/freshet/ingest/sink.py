@@ -88,15 +88,16 @@ class KafkaSink:
     """An idempotent producer that tracks acknowledgements per source position.
 
     ``producer`` is one from a :class:`ProducerSupply` (else the sink makes its own).
-    ``acked_offsets`` is carried over from ``previous`` (a sink of the same source that ended),
-    so the offsets a source reports stay cumulative across restarts of its stream.
+    ``acked`` is where the highest acknowledged offset per (topic, partition) is kept; a source
+    passes the same dict to each sink it makes, so the offsets it reports stay cumulative
+    across restarts of its stream.
     """
 
     def __init__(
         self,
         bootstrap: str,
-        previous: KafkaSink | None = None,
         producer: Producer | None = None,
+        acked: dict[tuple[str, int], int] | None = None,
         **overrides: Any,
     ) -> None:
         self._producer = (
@@ -107,7 +108,7 @@ class KafkaSink:
         self._current: _Batch | None = None
         self._callback: DeliveryCallback | None = None
         self._error: ConfluentKafkaError | None = None
-        self._acked: dict[tuple[str, int], int] = dict(previous._acked) if previous else {}
+        self._acked: dict[tuple[str, int], int] = acked if acked is not None else {}
         self.offsets_unknown = False
         self.confirmed: int | None = None
         self.events = 0

@@ -91,7 +91,8 @@ class PostgresSource(Source):
         self._progress: SnapshotProgress | None = None
         self._known_topics: set[str] = set()
         self._sink: KafkaSink | None = None
-        self._last_sink: KafkaSink | None = None
+        self._acked: dict[tuple[str, int], int] = {}  # offsets acknowledged since start-up
+        self._metadata_topics = False
         self._schemas = SchemaPublisher()
         self._positions = PositionPublisher(spec.name)
 
@@ -124,17 +125,18 @@ class PostgresSource(Source):
     def run(self, stop: threading.Event) -> None:
         sink = KafkaSink(
             self._settings.kafka_bootstrap,
-            previous=self._last_sink,
             producer=self._producers.take() if self._producers is not None else None,
+            acked=self._acked,
         )
         self._sink = sink
         self._schemas.reset()
         repl = None
         try:
-            if not self._known_topics:
+            if not self._metadata_topics:
                 ensure_metadata_topics(
                     self._settings.kafka_bootstrap, self._settings.topic_partitions
                 )
+                self._metadata_topics = True
             with client.catalog_connect(self.spec, self._password) as catalog:
                 missing = client.missing_tables(catalog, self.spec)
                 if missing:
@@ -152,7 +154,6 @@ class PostgresSource(Source):
             self._events += sink.events
             self._bytes += sink.bytes
             self._sink = None
-            self._last_sink = sink
             if repl is not None:
                 repl.close()
             sink.close()
