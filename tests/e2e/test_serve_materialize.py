@@ -22,12 +22,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import psycopg
 import pytest
 import redis
 from confluent_kafka import Consumer
 from confluent_kafka import TopicPartition as TP
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 from pydantic import SecretStr
 
@@ -404,8 +406,102 @@ def test_stores_equal_postgresql_after_serve_is_killed_repeatedly(
         wait_applied(kafka.bootstrap, views, unique, current_lsn(conn), timeout=180)
         wait_served(kafka, views, conninfo, client, unique)
         assert_stores_equal_oracle(conn, conninfo, client, unique, names, catalog)
+        assert serve.child is not None
+        assert_metrics_caught_up(serve.child, views)
     except AssertionError as exc:
         raise AssertionError(f"seed {seed}: {exc}") from None
     finally:
         serve.stop()
+        client.close()
+
+
+def _samples(text: str, metric: str) -> dict[tuple[str, str], float]:
+    """``{(view, store): value}`` of one metric in Prometheus' text format."""
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == metric:
+                out[(sample.labels["view"], sample.labels["store"])] = sample.value
+    return out
+
+
+def assert_metrics_caught_up(child: Child, views: list[str], timeout: float = 30) -> None:
+    """/metrics shows no lag and rows applied for every view and store, /health says ready."""
+    base = f"http://127.0.0.1:{child.port}"
+    wanted = {(v, store) for v in views for store in ("postgres", "redis")}
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"{base}/metrics").text
+        lag = _samples(text, "freshet_serve_lag_messages")
+        if all(lag.get(k) == 0 for k in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert {k: lag.get(k) for k in wanted} == dict.fromkeys(wanted, 0.0)
+    # Counters are the process's own: this one may have had nothing left to do for some views.
+    rows = _samples(text, "freshet_serve_rows_applied_total")
+    assert sum(rows.get(k, 0) for k in wanted) > 0, rows
+    health = httpx.get(f"{base}/health").json()
+    assert (health["status"], health["redis"], health["postgres"]) == ("ok", "ok", "ok")
+    for view in views:
+        assert health["views"][view]["stores"] == {
+            "redis": {"state": "ready", "lag": 0},
+            "postgres": {"state": "ready", "lag": 0},
+        }
+
+
+@pytest.mark.slow
+def test_two_replicas_share_the_views_and_one_dies(
+    kafka: Any,
+    pg_database: Any,
+    redis_server: str,
+    control: Any,
+    ingest: Any,
+    transform: Any,
+    unique: str,
+    target: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    seed = random.randrange(1 << 30)
+    target_url, conninfo = target
+    conn = pg_database.connect()
+    conn.execute(SCHEMA)
+    Workload(seed).seed_rows(conn)
+    control.add_source(pg_database, unique, TABLES)
+    catalog = control.catalog({f"{unique}.{t}" for t in TABLES})
+    names = {view: f"{unique}_{view}" for view in VIEWS}
+    for view, view_sql in VIEWS.items():
+        control.add_view(names[view], view_sql, catalog)
+    views = list(names.values())
+    env = _serve_env(kafka, redis_server, target_url, unique)
+    first, second = ServeProcess(env, tmp_path / "a"), ServeProcess(env, tmp_path / "b")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    client = redis.Redis.from_url(redis_server)
+
+    def running(child: Child) -> set[str]:
+        body = httpx.get(f"http://127.0.0.1:{child.port}/health").json()
+        return {v for v in body.get("views", {}) if v in views}
+
+    try:
+        a, b = first.start(), second.start()
+        deadline = time.monotonic() + 90
+        while not (running(a) and running(b) and running(a) | running(b) == set(views)):
+            assert time.monotonic() < deadline, (running(a), running(b))
+            time.sleep(0.2)
+        assert not running(a) & running(b), "a view runs on both replicas"
+        with Background(pg_database.connect(), seed + 1) as load:
+            time.sleep(3)
+            first.kill()
+            time.sleep(3)
+            steps = load.finish()
+        assert steps > 50, f"the workload made only {steps} steps"
+        wait_applied(kafka.bootstrap, views, unique, current_lsn(conn), timeout=180)
+        wait_served(kafka, views, conninfo, client, unique)
+        assert_stores_equal_oracle(conn, conninfo, client, unique, names, catalog)
+        assert running(b) == set(views), "the survivor runs every view"
+    except AssertionError as exc:
+        raise AssertionError(f"seed {seed}: {exc}") from None
+    finally:
+        first.stop()
+        second.stop()
         client.close()
