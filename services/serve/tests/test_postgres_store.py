@@ -198,3 +198,19 @@ def test_drop_and_a_table_serve_did_not_create(target: PostgresTarget, pg_databa
     assert not target.drop("orders_by_id")  # not serve's: left alone
     with pg_database.connect() as pg:
         assert pg.execute("SELECT to_regclass('freshet.orders_by_id')").fetchone()[0] is not None
+
+
+def test_the_same_generation_with_other_fields_is_built_again(
+    target: PostgresTarget, pg_database: Any
+) -> None:
+    """A view deleted and created again (generation 1 both times) before serve dropped it."""
+    first = ViewLayout.of(spec("again", {"id": "int4", "v": "text"}, {"id": ("int4", False)}))
+    store = PostgresStore(target, first)
+    store.open([0])
+    rec = Records(first)
+    store.write(rec.batch([rec.change({"id": 1}, {"id": 1, "v": "old"})], {0: 0}))
+    second = ViewLayout.of(spec("again", {"id": "int4", "w": "int8"}, {"id": ("int4", False)}))
+    assert PostgresStore(target, second).open([0]) == {0: 0}
+    assert PostgresStore(target, first).open([0]) == {0: 0}  # and back: built again too
+    with pg_database.connect() as pg:
+        assert _rows(pg, "again") == []

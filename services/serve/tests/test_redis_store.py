@@ -147,3 +147,22 @@ def test_a_zombie_is_fenced_by_the_offsets(client: Any, root: str) -> None:
     with pytest.raises(Fenced):
         zombie.write(rec.batch(good + stale, {0: 0}))
     assert [r["n"] for r in _listing(client, survivor.keys)] == [1]
+
+
+def test_the_same_generation_with_other_fields_is_built_again(client: Any, root: str) -> None:
+    layout = ViewLayout.of(VIEW)
+    store = RedisStore(client, root, layout, 100)
+    store.open([0])
+    rec = Records(layout)
+    store.write(
+        rec.batch(
+            [rec.change({"region": "x"}, {"region": "x", "n": 1, "total": "1", "doc": None})],
+            {0: 0},
+        )
+    )
+    other = ViewLayout.of(
+        spec("by_region", {"region": "text", "n": "int8"}, {"region": ("text", True)})
+    )
+    again = RedisStore(client, root, other, 100)
+    assert again.open([0]) == {0: 0}
+    assert not client.exists(again.keys.rows, again.keys.keys, again.keys.index("total"))

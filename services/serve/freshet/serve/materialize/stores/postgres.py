@@ -283,7 +283,13 @@ class PostgresStore(ViewStore):
                     f"{target.schema}.{layout.name} holds generation {row.generation}, newer "
                     f"than {layout.generation}"
                 )
-            if row is None or int(row.generation) != layout.generation:
+            # The same generation with other fields: a view deleted and created again under its
+            # name before serve could drop it. Built again like a new generation.
+            if (
+                row is None
+                or int(row.generation) != layout.generation
+                or row.layout != layout.describe()
+            ):
                 self._build(conn, row.layout if row is not None else None)
                 conn.execute(delete(offsets).where(offsets.c.view == layout.name))
                 conn.execute(

@@ -244,6 +244,12 @@ class RedisStore(ViewStore):
     def open(self, partitions: list[int]) -> dict[int, int]:
         keys = self.keys
         self._r.sadd(keys.views, self._layout.name)
+        held = self._r.hget(keys.meta, "layout")
+        if held is not None and orjson.loads(held) != self._layout.describe():
+            # The same generation with other fields: a view deleted and created again under its
+            # name before serve could drop it. Built again from the beginning.
+            removed = _unlink_matching(self._r, _glob_escape(keys.gen_prefix) + ":*")
+            log.info("redis: %s had another layout; removed %d keys", self._layout.name, removed)
         try:
             meta = self._claim(
                 keys=[keys.gen, keys.meta],
