@@ -71,7 +71,7 @@ def test_worker_joins_the_broker_serves_health_and_metrics_and_stops_cleanly(
 
         health = httpx.get(f"http://127.0.0.1:{port}/health")
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "views": {}}
+        assert health.json() == {"status": "ok", "views": {}, "pipelines": {}}
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics")
         assert metrics.status_code == 200
         assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")

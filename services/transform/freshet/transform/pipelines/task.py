@@ -45,6 +45,8 @@ from freshet.transform.config import TransformSettings
 from freshet.transform.pipelines.lookup import LookupTables, store_table
 from freshet.transform.pipelines.nodes import Executor, NodeFailure, check_event
 from freshet.transform.runtime import (
+    FETCH_WAIT_MS,
+    Frontier,
     Headers,
     Outbox,
     assign_inputs,
@@ -55,7 +57,6 @@ from freshet.transform.runtime import (
 )
 from freshet.transform.store import Store
 from freshet.transform.views.engine import event_position
-from freshet.transform.views.task import Frontier
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,11 @@ class PipelineTask:
         ensure_topics(settings.kafka_bootstrap, specs)
         producer = Producer(producer_config(settings.kafka_bootstrap, **{"linger.ms": 1}))
         consumer = Consumer(
-            consumer_config(settings.kafka_bootstrap, f"freshet-pipeline-{self.spec.name}-assigned")
+            consumer_config(
+                settings.kafka_bootstrap,
+                f"freshet-pipeline-{self.spec.name}-assigned",
+                **{"fetch.wait.max.ms": FETCH_WAIT_MS},
+            )
         )
         outbox = Outbox(producer, f"pipeline {self.spec.name}")
         try:

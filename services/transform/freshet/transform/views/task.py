@@ -18,23 +18,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer
-from confluent_kafka import KafkaError as CKafkaError
-from confluent_kafka import TopicPartition as TP
-from pydantic import ValidationError
+from confluent_kafka import Consumer, Producer
 
 from freshet.common import topics
-from freshet.common.exceptions import KafkaError
-from freshet.common.kafka import consumer_config, ensure_topics, partitions_of, producer_config
-from freshet.common.schemas import DataflowStatus, NodeCounts, SourcePosition, ViewSpec
+from freshet.common.kafka import consumer_config, ensure_topics, producer_config
+from freshet.common.schemas import DataflowStatus, NodeCounts, ViewSpec
 from freshet.common.sql.views import ViewPlan
 from freshet.common.topics import COMPACTED, TopicSpec
 from freshet.transform.config import TransformSettings
+from freshet.transform.runtime import (
+    FETCH_WAIT_MS,
+    Frontier,
+    Headers,
+    Outbox,
+    assign_inputs,
+    changed_offsets,
+    consumer_lag,
+    poll_batch,
+)
 from freshet.transform.store import Store
 from freshet.transform.views.engine import (
     ViewEngine,
@@ -50,53 +55,6 @@ APPLIED_HEADER = "freshet.applied"
 """JSON ``{source: lsn}``: every change of the source up to ``lsn`` is reflected in the view."""
 
 MAX_BATCH = 5000
-FETCH_WAIT_MS = 10
-
-
-class Frontier:
-    """Per source, the LSN up to which a consumer has everything, from ``freshet.positions``.
-
-    Ingest publishes ``(lsn, offsets)``: every change committed at or before ``lsn`` lies below
-    ``offsets`` in its partition. Once the consumed offsets of all the partitions this task reads
-    reach those offsets, ``lsn`` is applied.
-    """
-
-    def __init__(self, partitions: dict[str, list[tuple[str, int]]]) -> None:
-        self._partitions = partitions  # source -> the (topic, partition) pairs read
-        self._required: dict[str, dict[tuple[str, int], int]] = {s: {} for s in partitions}
-        self._queue: dict[str, deque[tuple[int, dict[tuple[str, int], int]]]] = {
-            s: deque() for s in partitions
-        }
-        self.applied: dict[str, int] = {}
-
-    def note(self, position: SourcePosition) -> None:
-        source = position.source
-        if source not in self._partitions:
-            return
-        required = self._required[source]
-        for topic, parts in position.offsets.items():
-            for partition, offset in parts.items():
-                tp = (topic, int(partition))
-                if offset > required.get(tp, 0):
-                    required[tp] = offset
-        queue = self._queue[source]
-        if queue and queue[-1][0] >= position.lsn:
-            return
-        if position.lsn <= self.applied.get(source, -1):
-            return
-        wanted = {tp: required[tp] for tp in self._partitions[source] if tp in required}
-        queue.append((position.lsn, wanted))
-
-    def advance(self, consumed: dict[tuple[str, int], int]) -> dict[str, int]:
-        """Move past every position the ``consumed`` offsets satisfy; returns the applied LSNs."""
-        for source, queue in self._queue.items():
-            while queue and all(consumed.get(tp, 0) >= off for tp, off in queue[0][1].items()):
-                lsn, _ = queue.popleft()
-                self.applied[source] = lsn
-        return dict(self.applied)
-
-    def pending(self) -> bool:
-        return any(self._queue.values())
 
 
 class ViewTask:
@@ -124,7 +82,6 @@ class ViewTask:
         self.last_progress = time.monotonic()
         self._consumed: dict[tuple[str, int], int] = {}
         self._topic = topics.view_topic(spec.name)
-        self._delivery_error: Any = None
         self._last_status = 0.0
         self._frontier: Frontier | None = None
 
@@ -210,49 +167,28 @@ class ViewTask:
             )
         initial = self.engine.drain()
         self._consumed = store.offsets()
-        assignment: list[TP] = []
-        by_source: dict[str, list[tuple[str, int]]] = {}
-        for table in self.engine.tables.values():
-            for p in partitions_of(consumer, table.topic):
-                tp = (table.topic, p)
-                by_source.setdefault(table.source, []).append(tp)
-                assignment.append(TP(table.topic, p, self._consumed.get(tp, OFFSET_BEGINNING)))
-        for p in partitions_of(consumer, topics.POSITIONS):
-            assignment.append(TP(topics.POSITIONS, p, OFFSET_BEGINNING))
-        self._frontier = Frontier(by_source)
-        consumer.assign(assignment)
+        inputs = {t.topic: t.source for t in self.engine.tables.values()}
+        self._frontier = assign_inputs(consumer, inputs, self._consumed)
         if fresh:
             # A new view: write its first rows (an aggregate over no rows has one) and claim the
             # store as created, so a restart does not write them again.
             self._produce(producer, initial)
             store.commit({}, {})
         log.info(
-            "view %s loaded %d rows of %d tables; consuming %d partitions",
+            "view %s loaded %d rows of %d tables; consuming their topics",
             self.spec.name,
             sum(len(t.rows) for t in self.engine.tables.values()),
             len(self.engine.tables),
-            len(assignment),
         )
 
     def _batch(self, consumer: Consumer, producer: Producer) -> None:
-        first = consumer.poll(0.1)
-        messages = [first] if first is not None else []
-        if first is not None:
-            messages.extend(consumer.consume(MAX_BATCH - 1, timeout=0))
         frontier = self._frontier
         assert frontier is not None
+        messages = poll_batch(consumer, frontier, MAX_BATCH)
         data: list[tuple[tuple[int, int], str, bytes | None, dict[str, Any]]] = []
         consumed = dict(self._consumed)
         for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() == CKafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaError(f"consuming {msg.topic()}: {err}")
             topic = msg.topic() or ""
-            if topic == topics.POSITIONS:
-                self._note_position(msg)
-                continue
             consumed[(topic, msg.partition() or 0)] = (msg.offset() or 0) + 1
             raw = msg.value()
             if raw is None:
@@ -286,35 +222,16 @@ class ViewTask:
                 for t in self.engine.tables.values()
                 if t.truncated is not None and t.qualified in dirty
             }
-            self._store.commit(
-                rows, {tp: o for tp, o in consumed.items() if self._consumed.get(tp) != o}, meta
-            )
+            self._store.commit(rows, changed_offsets(consumed, self._consumed), meta)
             self._consumed = consumed
             self.last_progress = time.monotonic()
-            self._update_lag(consumer)
+            self.lag = consumer_lag(consumer, self._consumed)
             self._report(force=applied != applied_before)
         else:
             before = dict(frontier.applied)
             after = frontier.advance(self._consumed)
-            self._update_lag(consumer)
+            self.lag = consumer_lag(consumer, self._consumed)
             self._report(force=after != before)
-
-    def _note_position(self, msg: Message) -> None:
-        raw = msg.value()
-        if raw is None or self._frontier is None:
-            return
-        try:
-            self._frontier.note(SourcePosition.model_validate_json(raw))
-        except ValidationError:
-            log.warning("skipping an unreadable record on %s", topics.POSITIONS)
-
-    def _update_lag(self, consumer: Consumer) -> None:
-        lag = 0
-        for (topic, partition), offset in self._consumed.items():
-            _low, high = consumer.get_watermark_offsets(TP(topic, partition), cached=True)
-            if high > offset:
-                lag += high - offset
-        self.lag = lag
 
     def _produce(
         self,
@@ -324,30 +241,8 @@ class ViewTask:
     ) -> None:
         if not outputs:
             return
-        headers: list[tuple[str, str | bytes | None]] = [
-            (APPLIED_HEADER, orjson.dumps(applied or {}))
-        ]
+        headers: Headers = [(APPLIED_HEADER, orjson.dumps(applied or {}))]
+        outbox = Outbox(producer, f"view {self.spec.name}")
         for key, value in outputs:
-            while True:
-                try:
-                    producer.produce(
-                        self._topic,
-                        key=key,
-                        value=value,
-                        headers=headers,
-                        on_delivery=self._delivered,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        remaining = producer.flush(30)
-        if remaining:
-            raise KafkaError(f"{remaining} rows of view {self.spec.name} were not acknowledged")
-        if self._delivery_error is not None:
-            err, self._delivery_error = self._delivery_error, None
-            raise KafkaError(f"writing view {self.spec.name} failed: {err}")
-        self.events_out += len(outputs)
-
-    def _delivered(self, err: Any, _msg: Message) -> None:
-        if err is not None and self._delivery_error is None:
-            self._delivery_error = err
+            outbox.send(self._topic, key, value, headers)
+        self.events_out += outbox.confirm()
