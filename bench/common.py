@@ -163,6 +163,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process and all its live descendants, in seconds."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(raw[raw.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += cpu_seconds(current)
+        todo.extend(children.get(current, ()))
+    return total
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -203,6 +223,13 @@ class MachineCpu:
         """Share (0..1) of all CPU time that was busy (steal included) since ``earlier``."""
         total = self.total - earlier.total
         return 1 - (self.idle - earlier.idle) / total if total > 0 else float("nan")
+
+    def cpu_seconds_since(self, earlier: MachineCpu) -> float:
+        """CPU seconds every process of this machine used together since ``earlier``."""
+        busy = (self.total - self.idle - self.steal) - (
+            earlier.total - earlier.idle - earlier.steal
+        )
+        return busy / _TICK
 
     def steal_since(self, earlier: MachineCpu) -> float:
         """Share (0..1) of all CPU time the hypervisor gave to other guests since ``earlier``."""

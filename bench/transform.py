@@ -213,6 +213,13 @@ class Stack:
             self.pg_version = str(row[0]) if row else "?"
         ensure_topics(self.bootstrap, topics.control_topics(PARTITIONS))
 
+    def own_cpu_seconds(self) -> float:
+        """CPU of everything this benchmark runs: servers (PostgreSQL with its backends),
+        services and the benchmark process itself."""
+        pids = [m.proc.pid for m in self._servers.values()]
+        pids += [proc.pid for proc, _log in self.services.values()]
+        return sum(common.tree_cpu_seconds(p) for p in pids) + common.own_cpu_seconds()
+
     def pid(self, name: str) -> int:
         if name in self._servers:
             return self._servers[name].proc.pid
@@ -629,6 +636,7 @@ class CatchUp:
     redis_cpu_s: float
     machine_busy: float
     machine_steal: float
+    other_cpu_s: float  # CPU of processes on the machine that are not the benchmark's
     rss_mib: float
     view_rows: int = 0
     equal: bool = False
@@ -672,7 +680,7 @@ def measure_view(
     transform = stack.pid("transform")
     pids = (transform, stack.pid("kafka"), stack.pid("redis"))
     cpu0 = [common.cpu_seconds(p) for p in pids]
-    machine0 = common.machine_cpu()
+    machine0, own0 = common.machine_cpu(), stack.own_cpu_seconds()
     registered = time.perf_counter()
     control.add_view(name, sql, catalog)
     profiler = start_profiler(stack, transform, name) if profile else None
@@ -692,7 +700,7 @@ def measure_view(
         if profiler is not None:
             summary = stop_profiler(stack, profiler, name)
     cpu1 = [common.cpu_seconds(p) for p in pids]
-    machine1 = common.machine_cpu()
+    machine1, own1 = common.machine_cpu(), stack.own_cpu_seconds()
     history = statuses_of(status, name)
     first = history[0][0]
     return CatchUp(
@@ -709,6 +717,7 @@ def measure_view(
         redis_cpu_s=cpu1[2] - cpu0[2],
         machine_busy=machine1.busy_since(machine0),
         machine_steal=machine1.steal_since(machine0),
+        other_cpu_s=max(0.0, machine1.cpu_seconds_since(machine0) - (own1 - own0)),
         rss_mib=rss_mib(transform),
         profile=summary,
     )
@@ -842,6 +851,7 @@ class Freshness:
     machine_busy: float  # while the updates ran
     machine_steal: float
     transform_cpu: float  # share of one core while the updates ran
+    other_cpu: float  # share of one core other processes on the machine used meanwhile
 
 
 def measure_freshness(stack: Stack, settings: Settings, view: str) -> Freshness:
@@ -872,6 +882,7 @@ def measure_freshness(stack: Stack, settings: Settings, view: str) -> Freshness:
             common.cpu_seconds(transform),
             time.monotonic(),
         )
+        own0 = stack.own_cpu_seconds()
         with stack.connect() as conn:
             conn.execute("SELECT 1")
             for i in range(settings.fresh_changes):
@@ -918,6 +929,7 @@ def measure_freshness(stack: Stack, settings: Settings, view: str) -> Freshness:
         common.cpu_seconds(transform),
         time.monotonic() - began,
     )
+    others = machine1.cpu_seconds_since(machine0) - (stack.own_cpu_seconds() - own0)
     # The baseline: PostgreSQL's own materialized view of the same SQL over the same tables.
     with stack.connect() as conn:
         started = time.perf_counter()
@@ -948,6 +960,7 @@ def measure_freshness(stack: Stack, settings: Settings, view: str) -> Freshness:
         machine_busy=machine1.busy_since(machine0),
         machine_steal=machine1.steal_since(machine0),
         transform_cpu=(cpu1 - cpu0) / seconds if seconds > 0 else float("nan"),
+        other_cpu=max(0.0, others) / seconds if seconds > 0 else float("nan"),
     )
 
 
@@ -1287,7 +1300,8 @@ def _cpu(c: CatchUp) -> str:
     return (
         f"transform {c.transform_cpu_s:.1f} s ({100 * c.transform_cpu_s / c.total_s:.0f}% of one "
         f"core, {1e6 * c.transform_cpu_s / max(1, c.changes):.0f} us per change), broker "
-        f"{c.broker_cpu_s:.1f} s, Redis {c.redis_cpu_s:.1f} s"
+        f"{c.broker_cpu_s:.1f} s, Redis {c.redis_cpu_s:.1f} s; processes that are not the "
+        f"benchmark's {c.other_cpu_s:.1f} s ({100 * c.other_cpu_s / c.total_s:.0f}% of one core)"
     )
 
 
@@ -1430,8 +1444,9 @@ def report(r: Result) -> str:
         "(set when transform produced it). Autocommit, one UPDATE per transaction, clocks of "
         "one host; the benchmark process polls in threads, so its own consumers add up to a few "
         f"ms. While the updates ran, transform used {100 * fr.transform_cpu:.0f}% of one core and "
-        f"the machine was {_busy(fr.machine_busy, fr.machine_steal)} busy (steal): other work "
-        "on this shared VM shows in the tails (compare the UPDATE's own round trip).",
+        f"the machine was {_busy(fr.machine_busy, fr.machine_steal)} busy (steal), "
+        f"{100 * fr.other_cpu:.0f}% of one core by processes that are not the benchmark's: other "
+        "work on this shared VM shows in the tails (compare the UPDATE's own round trip).",
         f"- Baseline: `CREATE MATERIALIZED VIEW {PG_MATVIEW} AS <the same SQL>`, then `REFRESH "
         f"MATERIALIZED VIEW` {len(fr.refresh_s)} times (PostgreSQL's default settings for "
         "parallel query), after the freshness samples, with ingest and transform idle; "
