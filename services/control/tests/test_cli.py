@@ -115,6 +115,13 @@ def test_offline_validation_reports_the_structure(tmp_path):
     assert "nodes.0" in lines[0]
 
 
+def test_yaml_keeps_on_as_a_key_and_only_true_false_as_booleans(tmp_path):
+    document = load(
+        write(tmp_path, "name: p\nnodes:\n  - {id: l, on: {id: x}, flag: yes, other: true}\n"), {}
+    )
+    assert document["nodes"][0] == {"id": "l", "on": {"id": "x"}, "flag": "yes", "other": True}
+
+
 def test_usage_errors(tmp_path, capsys):
     with pytest.raises(UsageError, match="TEST_SALT"):
         load(write(tmp_path, PIPELINE.format(name="p")), {})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -84,6 +85,23 @@ def http_transport(settings: CliSettings, timeout: float = 30.0) -> Transport:
     return exchange
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML's safe loader with YAML 1.2 booleans (only true and false).
+
+    YAML 1.1 reads on/off/yes/no as booleans: a lookup's ``on:`` key must stay ``"on"``.
+    """
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def load(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     """The pipeline in ``path`` (YAML or JSON), with ``salt_env`` replaced by the salt.
 
@@ -91,7 +109,7 @@ def load(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
         UsageError: the file cannot be read or is not one pipeline.
     """
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.load(path.read_text(), Loader=_Yaml12Loader)  # noqa: S506 - a safe loader
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("nodes"), list):
