@@ -306,7 +306,7 @@ class RedisStore(ViewStore):
 def _translate(exc: redis.ResponseError) -> Exception:
     message = str(exc)
     if message.startswith("STALE"):
-        return StaleGeneration(f"redis: {message}")
+        return StaleGeneration(message)
     if message.startswith("FENCED"):
-        return Fenced(f"redis: {message}")
+        return Fenced(message)
     return exc
