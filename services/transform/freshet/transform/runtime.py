@@ -7,12 +7,15 @@
 * :class:`Outbox`: produce records and wait until the broker acknowledged every one of them -
   the condition for committing the offsets they came from;
 * :func:`consumer_lag`: input messages not consumed yet, from the high watermarks of fetch
-  responses (never ListOffsets, which the embedded broker answers wrongly).
+  responses (never ListOffsets, which the embedded broker answers wrongly);
+* :func:`freeze_survivors`: keep the garbage collector off the state tasks hold.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +37,29 @@ Headers = list[tuple[str, str | bytes | None]]
 FETCH_WAIT_MS = 10
 """``fetch.wait.max.ms`` of the tasks' consumers: Tansu holds a fetch for the whole wait even when
 data arrives (measured: produce->consume p50 22 ms at 100 ms, 4 ms at 10 ms)."""
+
+
+FREEZE_INTERVAL_S = 5.0
+_last_freeze = 0.0
+
+
+def freeze_survivors() -> None:
+    """Keep the garbage collector off long-lived state, at most every few seconds per process.
+
+    Collects the young generations, then moves everything that survived out of the collector's
+    reach (:func:`gc.freeze`).
+
+    A view holds millions of long-lived row objects; without this, every full collection walks
+    all of them, a pause of hundreds of milliseconds that every change waits for. Rows are
+    tuples, dicts and values without reference cycles, so freed rows go by reference counting.
+    """
+    global _last_freeze
+    now = time.monotonic()
+    if now - _last_freeze < FREEZE_INTERVAL_S:
+        return
+    _last_freeze = now
+    gc.collect(1)
+    gc.freeze()
 
 
 class Frontier:

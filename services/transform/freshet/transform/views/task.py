@@ -38,6 +38,7 @@ from freshet.transform.runtime import (
     assign_inputs,
     changed_offsets,
     consumer_lag,
+    freeze_survivors,
     poll_batch,
 )
 from freshet.transform.store import Store
@@ -225,6 +226,7 @@ class ViewTask:
             self._store.commit(rows, changed_offsets(consumed, self._consumed), meta)
             self._consumed = consumed
             self.last_progress = time.monotonic()
+            freeze_survivors()
             self.lag = consumer_lag(consumer, self._consumed)
             self._report(force=applied != applied_before)
         else:
