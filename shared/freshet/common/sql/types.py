@@ -333,16 +333,14 @@ def div_scale(a: Decimal, b: Decimal) -> int:
 
 def divide_rounded(a: Decimal, b: Decimal, rscale: int) -> Decimal:
     """``a / b`` rounded half away from zero to ``rscale`` digits, exactly (finite, b != 0)."""
-    ta, tb = a.as_tuple(), b.as_tuple()
-    ia = int("".join(map(str, ta.digits)) or "0")
-    ib = int("".join(map(str, tb.digits)) or "0")
-    # a / b = ia / ib * 10^(ea - eb); scaled by 10^rscale to an integer quotient.
-    shift = int(ta.exponent) - int(tb.exponent) + rscale
-    num, den = (ia * 10**shift, ib) if shift >= 0 else (ia, ib * 10**-shift)
+    an, ad = a.as_integer_ratio()
+    bn, bd = b.as_integer_ratio()
+    # a / b * 10^rscale = (an * bd * 10^rscale) / (ad * bn), rounded on the absolute value.
+    num, den = abs(an) * bd * 10**rscale, ad * abs(bn)
     quotient, remainder = divmod(num, den)
     if 2 * remainder >= den:
         quotient += 1
-    negative = bool(ta.sign) != bool(tb.sign) and quotient != 0
+    negative = (an < 0) != (bn < 0) and quotient != 0
     return Decimal((int(negative), tuple(map(int, str(quotient))), -rscale))
 
 
@@ -543,11 +541,12 @@ def decoder(type: str, typmod: int = -1) -> Callable[[Any], Any]:
 
 
 def _encode_numeric(value: Decimal) -> str:
-    if value.is_nan():
-        return "NaN"
-    if value.is_infinite():
+    if not value.is_finite():
+        if value.is_nan():
+            return "NaN"
         return "-Infinity" if value < 0 else "Infinity"
-    return format(numeric(value), "f")
+    # Plain notation never shows a positive exponent; only a negative zero needs mending.
+    return format(value if value else value.copy_abs(), "f")
 
 
 def _encode_float8(value: float) -> float | str:
