@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -598,11 +598,10 @@ def measure_catchup(
                 common.cpu_seconds(stack.broker_pid),
             )
             machine1 = common.machine_cpu()
+            profile_text = ""
             if profiler is not None:
-                profile = stop_profiler(stack, profiler)
+                profile_text = stop_profiler(stack, profiler)
                 profiler = None
-            else:
-                profile = ""
             # How long until the slot learns that everything is delivered (its WAL is freed,
             # and a restart would not replay the backlog).
             confirm_lag = float("nan")
@@ -633,7 +632,7 @@ def measure_catchup(
         machine_busy=machine1.busy_since(machine0),
         machine_steal=machine1.steal_since(machine0),
         seen=counter.count,
-        profile=profile,
+        profile=profile_text,
     )
 
 
@@ -816,7 +815,7 @@ def _writer_main(
                 if delay > 0:
                     time.sleep(delay)
                 first = first_id + i * rows_per_tx
-                params: list[bytes | None] = []
+                params: list[bytes] = []
                 before = time.time_ns()
                 for tick in range(first, first + rows_per_tx):
                     customer = rng.randrange(1, 50_000)
@@ -896,23 +895,26 @@ class ArrivalRecorder:
         self._thread.start()
 
     def _run(self) -> None:
+        # One poll() per event, stamped as it returns: consume(n, timeout) returns only when
+        # it has n events or the timeout passed, so it would stamp a batch up to that late.
         try:
             while not self._stop.is_set():
-                batch = self._consumer.consume(1000, 0.02)
+                msg = self._consumer.poll(0.02)
                 now = time.time_ns()
-                for msg in batch:
-                    value = msg.value()
-                    if msg.error() or value is None:
-                        continue
-                    event = orjson.loads(value)
-                    tick = int(event["after"]["id"])
-                    if tick < self._first_id:
-                        continue
-                    if tick in self.arrivals:
-                        self.duplicates += 1
-                        continue
-                    self.arrivals[tick] = (now, int(event["ts_us"]))
-                    self.value_bytes += len(value)
+                if msg is None:
+                    continue
+                value = msg.value()
+                if msg.error() or value is None:
+                    continue
+                event = orjson.loads(value)
+                tick = int(event["after"]["id"])
+                if tick < self._first_id:
+                    continue
+                if tick in self.arrivals:
+                    self.duplicates += 1
+                    continue
+                self.arrivals[tick] = (now, int(event["ts_us"]))
+                self.value_bytes += len(value)
         except BaseException as exc:  # reported by the main thread
             self.error = exc
 
@@ -936,7 +938,7 @@ class ArrivalRecorder:
         return positions
 
 
-def _ms(values: list[float]) -> list[float]:
+def _ms(values: Sequence[float]) -> list[float]:
     return sorted(v / 1e6 for v in values)
 
 
@@ -1492,7 +1494,8 @@ def report(r: Result) -> str:
         f"connections on a fixed schedule of {s.rate:,} rows/s: {s.warmup_s:.0f} s of warm-up, "
         f"then {s.seconds:.0f} s measured ({lat0.measured:,} rows per workload). Latency = the "
         "clock when a consumer (started before the workload, `fetch.wait.max.ms=10`) received "
-        "the event minus the clock when COMMIT returned in the writer (one host, one clock). "
+        "the event (stamped as each `poll()` returns it) minus the clock when COMMIT returned in "
+        "the writer (one host, one clock). "
         + "; ".join(
             f"{_tx_label(lat.rows_per_tx)}: missing {lat.missing}, duplicates {lat.duplicates}"
             for lat in r.latencies
