@@ -116,3 +116,24 @@ def test_a_view_whose_inputs_have_changes_but_no_progress_is_reported_stalled(
     finally:
         stop.set()
         thread.join(60)
+
+
+def test_a_replaced_view_leaves_no_rows_of_its_old_sql_on_its_topic(
+    kafka: Any, pg_database: Any, control: Any, ingest: Any, transform: Any, unique: str
+) -> None:
+    conn = pg_database.connect()
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO t SELECT i, i FROM generate_series(1, 20) i")
+    control.add_source(pg_database, unique, ["public.t"])
+    catalog = control.catalog({f"{unique}.public.t"})
+    name = f"{unique}_part"
+    control.add_view(name, "SELECT id, v FROM t WHERE v <= 10", catalog)
+    wait_applied(kafka.bootstrap, [name], unique, current_lsn(conn))
+    assert len(fold(kafka.bootstrap, topics.view_topic(name))) == 10
+
+    control.add_view(name, "SELECT id, v * 2 AS v FROM t WHERE v > 15", catalog, generation=2)
+    lsn = current_lsn(conn)
+    wait_status(kafka, name, lambda s: s.generation == 2 and s.applied.get(unique, -1) >= lsn)
+
+    rows = fold(kafka.bootstrap, topics.view_topic(name))
+    assert sorted(r["v"] for r in rows.values()) == [32, 34, 36, 38, 40]

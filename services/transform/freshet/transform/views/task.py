@@ -25,7 +25,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from freshet.common import topics
-from freshet.common.kafka import consumer_config, ensure_topics, producer_config
+from freshet.common.kafka import consumer_config, ensure_topics, producer_config, read_to_end
 from freshet.common.schemas import DataflowStatus, NodeCounts, ViewSpec
 from freshet.common.sql.views import ViewPlan
 from freshet.common.topics import COMPACTED, TopicSpec
@@ -171,8 +171,11 @@ class ViewTask:
         inputs = {t.topic: t.source for t in self.engine.tables.values()}
         self._frontier = assign_inputs(consumer, inputs, self._consumed)
         if fresh:
-            # A new view: write its first rows (an aggregate over no rows has one) and claim the
-            # store as created, so a restart does not write them again.
+            # A new view (or a new generation of one): remove what an earlier generation left
+            # on the topic, write the first rows (an aggregate over no rows has one), and claim
+            # the store as created, so a restart does not do it again.
+            stale = self._live_keys() - {key for key, value in initial if value is not None}
+            self._produce(producer, [(key, None) for key in sorted(stale)])
             self._produce(producer, initial)
             store.commit({}, {})
         log.info(
@@ -234,6 +237,25 @@ class ViewTask:
             after = frontier.advance(self._consumed)
             self.lag = consumer_lag(consumer, self._consumed)
             self._report(force=after != before)
+
+    def _live_keys(self) -> set[bytes]:
+        """The keys whose last record on the view topic is a row (not a tombstone)."""
+        consumer = Consumer(
+            consumer_config(self._settings.kafka_bootstrap, f"freshet-view-{self.spec.name}-scan")
+        )
+        live: set[bytes] = set()
+        try:
+            for msg in read_to_end(consumer, self._topic, timeout=120):
+                key = msg.key()
+                if key is None:
+                    continue
+                if msg.value() is None:
+                    live.discard(key)
+                else:
+                    live.add(key)
+        finally:
+            consumer.close()
+        return live
 
     def _produce(
         self,
