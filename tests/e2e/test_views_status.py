@@ -4,14 +4,30 @@ error with its reason; stalled when its inputs have changes it does not apply.""
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
+from confluent_kafka import Consumer
+
 from freshet.common import topics
+from freshet.common.kafka import consumer_config, read_to_end
 from freshet.common.schemas import DataflowStatus
 from freshet.devstack.harness import fold, view_status, wait_applied
 from freshet.transform.service import TransformService
 
 from .test_views_oracle import current_lsn
+
+
+def consumer_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end, as the next offset after the last record read."""
+    consumer = Consumer(consumer_config(bootstrap, f"ends-{uuid.uuid4().hex}"))
+    ends: dict[int, int] = {}
+    try:
+        for msg in read_to_end(consumer, topic):
+            ends[msg.partition() or 0] = (msg.offset() or 0) + 1
+    finally:
+        consumer.close()
+    return ends
 
 
 def wait_status(kafka: Any, name: str, predicate: Any, timeout: float = 60.0) -> DataflowStatus:
@@ -47,6 +63,8 @@ def test_a_running_view_reports_counts_positions_and_freshness(
     assert table.events_in >= 36  # 30 snapshot reads, 5 updates, 1 delete
     assert table.events_out == table.events_in  # nothing was a duplicate
     assert status.nodes["output"].events_out >= 3
+    ends = consumer_ends(kafka.bootstrap, topics.view_topic(name))
+    assert status.outputs and all(ends[p] == end for p, end in status.outputs.items())
     assert status.freshness_ms is not None and status.last_commit_ts_ms is not None
     rows = fold(kafka.bootstrap, topics.view_topic(name))
     want = dict(conn.execute("SELECT g, sum(v) FROM t GROUP BY g").fetchall())

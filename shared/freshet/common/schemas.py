@@ -197,6 +197,12 @@ class DataflowStatus(BaseModel):
     last_commit_ts_ms: int | None = None
     freshness_ms: int | None = None
     lag: int = Field(default=0, description="Input messages not yet applied.")
+    outputs: dict[int, int] = Field(
+        default_factory=dict,
+        description="A view's topic: per partition, the offset after the last record this "
+        "worker wrote there (since it started). Every row reflecting ``applied`` lies below; "
+        "readers keep the maximum per partition, as for freshet.positions.",
+    )
     nodes: dict[str, NodeCounts] = Field(default_factory=dict)
     events_in: int = 0
     events_out: int = 0

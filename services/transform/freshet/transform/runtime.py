@@ -185,6 +185,8 @@ class Outbox:
         self._what = what
         self._error: Any = None
         self.pending = 0
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        """Per (topic, partition), the offset after the last record acknowledged there."""
 
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
@@ -216,9 +218,15 @@ class Outbox:
             raise KafkaError(f"writing {self._what} failed: {err}")
         return count
 
-    def _delivered(self, err: Any, _msg: Message) -> None:
-        if err is not None and self._error is None:
-            self._error = err
+    def _delivered(self, err: Any, msg: Message) -> None:
+        if err is not None:
+            if self._error is None:
+                self._error = err
+            return
+        tp = (msg.topic() or "", msg.partition() or 0)
+        end = (msg.offset() or 0) + 1
+        if end > self.next_offsets.get(tp, 0):
+            self.next_offsets[tp] = end
 
 
 def changed_offsets(

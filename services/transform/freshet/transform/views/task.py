@@ -82,6 +82,7 @@ class ViewTask:
         self.lag = 0
         self.last_progress = time.monotonic()
         self._consumed: dict[tuple[str, int], int] = {}
+        self._outputs: dict[int, int] = {}
         self._topic = topics.view_topic(spec.name)
         self._last_status = 0.0
         self._frontier: Frontier | None = None
@@ -112,6 +113,7 @@ class ViewTask:
             last_commit_ts_ms=engine.last_commit_ts_ms,
             freshness_ms=freshness,
             lag=self.lag,
+            outputs=dict(self._outputs),
             nodes=nodes,
             events_in=engine.events_in,
             events_out=self.events_out,
@@ -270,3 +272,6 @@ class ViewTask:
         for key, value in outputs:
             outbox.send(self._topic, key, value, headers)
         self.events_out += outbox.confirm()
+        for (_topic, partition), end in outbox.next_offsets.items():
+            if end > self._outputs.get(partition, 0):
+                self._outputs[partition] = end
