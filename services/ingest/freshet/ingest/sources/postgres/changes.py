@@ -72,9 +72,12 @@ class Table:
         return out
 
     def key(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        if not self._key_columns:
+        columns = self._key_columns
+        if len(columns) == 1:  # the usual primary key, without a comprehension
+            return {columns[0]: row[columns[0]]}
+        if not columns:
             return None
-        return {column: row[column] for column in self._key_columns}
+        return {column: row[column] for column in columns}
 
 
 def table_from(source: str, rel: Relation | None, meta: TableMeta) -> Table:
