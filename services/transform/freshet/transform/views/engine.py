@@ -98,14 +98,33 @@ class _Extreme:
     deleting the current extreme stays exact.
     """
 
-    __slots__ = ("counts", "key", "smallest", "stale", "value")
+    __slots__ = ("counts", "fallback", "key", "smallest", "stale", "value")
 
-    def __init__(self, smallest: bool, key: Callable[[Any], Any] | None) -> None:
+    def __init__(
+        self,
+        smallest: bool,
+        key: Callable[[Any], Any] | None,
+        fallback: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.counts: dict[Any, int] = {}
         self.value: Any = None
         self.smallest = smallest
         self.key = key
+        """Always compare through it (PostgreSQL's order differs from Python's)."""
+        self.fallback = fallback
+        """Compare through it only when Python cannot (a numeric NaN)."""
         self.stale = False
+
+    def _better(self, a: Any, b: Any) -> bool:
+        key = self.key
+        if key is not None:
+            a, b = key(a), key(b)
+        try:
+            return bool(a < b if self.smallest else a > b)
+        except decimal.InvalidOperation:
+            assert self.fallback is not None
+            a, b = self.fallback(a), self.fallback(b)
+            return bool(a < b if self.smallest else a > b)
 
     def update(self, value: Any, m: int) -> None:
         counts = self.counts
@@ -114,25 +133,26 @@ class _Extreme:
             counts[value] = c
             if m > 0 and not self.stale:
                 current = self.value
-                if current is None:
+                if current is None or self._better(value, current):
                     self.value = value
-                else:
-                    key = self.key
-                    a, b = (value, current) if key is None else (key(value), key(current))
-                    if a < b if self.smallest else a > b:
-                        self.value = value
         else:
             del counts[value]
-            if value == self.value:
+            if value is self.value or value == self.value:
                 self.stale = True
 
     def result(self) -> Any:
         if self.stale:
             counts = self.counts
             pick = min if self.smallest else max
-            self.value = (
-                (pick(counts, key=self.key) if self.key else pick(counts)) if counts else None
-            )
+            if not counts:
+                self.value = None
+            elif self.key is not None:
+                self.value = pick(counts, key=self.key)
+            else:
+                try:
+                    self.value = pick(counts)
+                except decimal.InvalidOperation:
+                    self.value = pick(counts, key=self.fallback)
             self.stale = False
         return self.value
 
@@ -141,6 +161,8 @@ def _new_state(agg: Aggregate) -> Any:
     if agg.func in ("min", "max"):
         # PostgreSQL's order where Python's differs (NaN above all numbers, arrays, jsonb).
         plain = agg.type in ("int2", "int4", "int8", "text", "date", "timestamp", "timestamptz")
+        if agg.type == "numeric":  # Python's order unless a NaN makes Decimal refuse to compare
+            return _Extreme(agg.func == "min", None, sort_key(agg.type))
         return _Extreme(agg.func == "min", None if plain else sort_key(agg.type))
     if agg.distinct:
         return {}
@@ -513,6 +535,19 @@ def _key_fn(parts: tuple[Any, ...]) -> Callable[[Any], Any]:
     return many
 
 
+_NAN_DECIMAL = decimal.Decimal("NaN")
+_NAN_FLOAT = float("nan")
+
+
+def _nan(value: Any) -> Any:
+    """The one NaN object of its type.
+
+    PostgreSQL counts NaN equal to NaN; a dict finds NaN only as the same object (NaN is never
+    equal to itself in Python).
+    """
+    return _NAN_DECIMAL if isinstance(value, decimal.Decimal) else _NAN_FLOAT
+
+
 def _tuple_fn(fns: list[Callable[[Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:
     """``ctx -> tuple(f(ctx) for f in fns)``, without a generator for the common short cases."""
     if not fns:
@@ -539,7 +574,7 @@ def _updater(agg: Aggregate) -> Updater | None:
         def extreme(state: Any, t: Tup, m: int) -> None:
             value = arg(t)
             if value is not None:
-                state.update(value, m)
+                state.update(value if value == value else _nan(value), m)
 
         return extreme
     if agg.distinct:
@@ -547,6 +582,8 @@ def _updater(agg: Aggregate) -> Updater | None:
         def multiset(state: Any, t: Tup, m: int) -> None:
             value = arg(t)
             if value is not None:
+                if value != value:
+                    value = _nan(value)
                 c = state.get(value, 0) + m
                 if c:
                     state[value] = c

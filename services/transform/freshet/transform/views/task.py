@@ -55,7 +55,9 @@ log = logging.getLogger(__name__)
 APPLIED_HEADER = "freshet.applied"
 """JSON ``{source: lsn}``: every change of the source up to ``lsn`` is reflected in the view."""
 
-MAX_BATCH = 5000
+MAX_BATCH = 20_000
+"""Events per batch at most: a view that is behind takes big batches, so a group changed many
+times in a batch is computed and written once."""
 
 
 class ViewTask:
