@@ -7,12 +7,13 @@ import time
 import uuid
 from typing import Any
 
+import redis
 from confluent_kafka import Consumer
 
 from freshet.common import topics
 from freshet.common.kafka import consumer_config, read_to_end
 from freshet.common.schemas import DataflowStatus
-from freshet.devstack.harness import fold, view_status, wait_applied
+from freshet.devstack.harness import ServiceThread, fold, view_status, wait_applied
 from freshet.transform.service import TransformService
 
 from .test_views_oracle import current_lsn
@@ -91,23 +92,6 @@ def test_a_view_that_cannot_apply_an_event_reports_error_with_the_reason(
     assert "column g" in status.reason and "missing" in status.reason
 
 
-class _StuckTask:
-    """A task whose inputs have changes but whose loop applied none for a minute."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.lag = 7
-        self.last_progress = time.monotonic() - 60
-        self.state = "running"
-        self.engine = real.engine
-        self.events_out = 0
-
-    def status(self, state: str | None = None, reason: str | None = None) -> DataflowStatus:
-        return self.real.status(state, reason).model_copy(
-            update={"state": state or self.state, "reason": reason, "lag": self.lag}
-        )
-
-
 def test_a_view_whose_inputs_have_changes_but_no_progress_is_reported_stalled(
     kafka: Any, pg_database: Any, control: Any, ingest: Any, transform_settings: Any, unique: str
 ) -> None:
@@ -117,23 +101,22 @@ def test_a_view_whose_inputs_have_changes_but_no_progress_is_reported_stalled(
     catalog = control.catalog({f"{unique}.public.t"})
     name = f"{unique}_stuck"
     control.add_view(name, "SELECT count(*) AS n FROM t", catalog)
-    service = TransformService(
-        transform_settings.model_copy(update={"transform_stall_after_s": 5}), "test"
-    )
-    import threading
-
-    stop = threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
-    thread.start()
+    settings = transform_settings.model_copy(update={"transform_stall_after_s": 3})
+    service = ServiceThread(TransformService(settings, "test").run).start()
+    store = redis.Redis.from_url(settings.redis_url)
     try:
         wait_status(kafka, name, lambda s: s.state == "running")
-        running = service._running[("view", name)]
-        running.task = _StuckTask(running.task)  # type: ignore[assignment]
+        # Redis refuses writes for a while: the view's commit blocks, nothing progresses.
+        store.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+        conn.execute("INSERT INTO t VALUES (1, 1)")
         status = wait_status(kafka, name, lambda s: s.state == "stalled")
-        assert status.reason is not None and "7 changes" in status.reason
+        assert status.reason is not None and "nothing was applied" in status.reason
+        store.execute_command("CLIENT", "UNPAUSE")
+        wait_applied(kafka.bootstrap, [name], unique, current_lsn(conn))
+        assert wait_status(kafka, name, lambda s: s.state == "running").state == "running"
     finally:
-        stop.set()
-        thread.join(60)
+        store.execute_command("CLIENT", "UNPAUSE")
+        service.shutdown()
 
 
 def test_a_replaced_view_leaves_no_rows_of_its_old_sql_on_its_topic(

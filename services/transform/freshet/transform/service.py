@@ -328,23 +328,39 @@ class TransformService:
         self._producer.poll(0)
 
     def _watch(self) -> None:
-        """Report stalls and export metrics, once a second."""
+        """Report stalls and export metrics, once a second.
+
+        A failure here is logged; it never stops the reconciler.
+        """
+        try:
+            self._watch_tasks()
+        except Exception:
+            log.exception("watching the running tasks failed")
+
+    def _watch_tasks(self) -> None:
         now = time.monotonic()
         for (kind, name), running in list(self._running.items()):
             task = running.task
             if task is None or running.thread is None or not running.thread.is_alive():
                 continue
-            stalled = (
-                task.lag > 0 and now - task.last_progress > self._settings.transform_stall_after_s
+            limit = self._settings.transform_stall_after_s
+            busy_since = getattr(task, "busy_since", None)
+            stalled = (task.lag > 0 and now - task.last_progress > limit) or (
+                busy_since is not None and now - busy_since > limit
             )
             if stalled and task.state == "running":
                 task.state = "stalled"
-                self._publish(
-                    task.status(
-                        reason=f"inputs have {task.lag} changes but nothing was applied for "
+                if busy_since is not None and now - busy_since > limit:
+                    reason = (
+                        f"a batch of changes read {now - busy_since:.0f}s ago is not applied yet "
+                        "(waiting on the broker or the store); nothing was applied since"
+                    )
+                else:
+                    reason = (
+                        f"inputs have {task.lag} changes but nothing was applied for "
                         f"{now - task.last_progress:.0f}s"
                     )
-                )
+                self._publish(task.status(reason=reason))
             elif not stalled and task.state == "stalled":
                 task.state = "running"
             events_in = task.engine.events_in if isinstance(task, ViewTask) else task.events_in

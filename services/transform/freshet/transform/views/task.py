@@ -83,6 +83,9 @@ class ViewTask:
         self.events_out = 0
         self.lag = 0
         self.last_progress = time.monotonic()
+        self.busy_since: float | None = None
+        """When the batch in hand started (``None`` between batches): one that never ends,
+        blocked on the broker or the store, is a stall too."""
         self._consumed: dict[tuple[str, int], int] = {}
         self._outputs: dict[int, int] = {}
         self._topic = topics.view_topic(spec.name)
@@ -193,6 +196,8 @@ class ViewTask:
         frontier = self._frontier
         assert frontier is not None
         messages = poll_batch(consumer, frontier, MAX_BATCH)
+        if messages:
+            self.busy_since = time.monotonic()
         data: list[tuple[tuple[int, int], str, bytes | None, dict[str, Any]]] = []
         consumed = dict(self._consumed)
         for msg in messages:
@@ -233,6 +238,7 @@ class ViewTask:
             self._store.commit(rows, changed_offsets(consumed, self._consumed), meta)
             self._consumed = consumed
             self.last_progress = time.monotonic()
+            self.busy_since = None
             freeze_survivors()
             self.lag = consumer_lag(consumer, self._consumed)
             self._report(force=applied != applied_before)
