@@ -58,6 +58,7 @@ from freshet.common.schemas import PostgresSourceSpec, SourceStatus
 from freshet.common.secrets import SecretBox
 from freshet.common.topics import TopicSpec
 from freshet.devstack import servers
+from freshet.ingest.config import IngestSettings
 
 HEADING = "## Ingest (PostgreSQL -> Kafka)"
 SOURCE = "bench"
@@ -69,6 +70,9 @@ ORDERS_TOPIC = topics.cdc_topic(SOURCE, "public", "orders")
 TICKS_TOPIC = topics.cdc_topic(SOURCE, "public", "ticks")
 FLOOR_TOPIC = "bench.broker-floor"
 PARTITIONS = 3
+
+INGEST_LINGER_MS = IngestSettings.model_fields["ingest_linger_ms"].default
+"""The change-event producer's linger.ms (ingest's default); the broker floor uses it too."""
 
 TARGET_THROUGHPUT = 50_000
 TARGET_P99_MS = 50.0
@@ -1095,7 +1099,7 @@ class Floor:
 def measure_floor(stack: Stack, settings: Settings, event_bytes: float) -> Floor:
     recorder = ArrivalRecorder(stack.bootstrap, FLOOR_TOPIC, 1)
     recorder.start()
-    producer = Producer(producer_config(stack.bootstrap))
+    producer = Producer(producer_config(stack.bootstrap, **{"linger.ms": INGEST_LINGER_MS}))
     total = int(settings.rate * (settings.warmup_s + settings.seconds))
     pad = "x" * max(0, int(event_bytes) - 60)
     sent: list[int] = [0] * total
@@ -1481,7 +1485,8 @@ def report(r: Result) -> str:
         "by the benchmark in a temporary directory; autovacuum is off for the two bench tables so "
         "that it does not run in the middle of a measurement. Ingest runs as its own process "
         f"(`python -m freshet.ingest`, {PARTITIONS} partitions per topic, its default settings: "
-        "pgoutput v2 with `streaming=on`, idempotent producer with `acks=all` and `linger.ms=5`, "
+        "pgoutput v2 with `streaming=on`, idempotent producer with `acks=all` and "
+        f"`linger.ms={INGEST_LINGER_MS}`, "
         "5% of transactions traced). The source (`snapshot: never`) is registered by writing "
         "its spec (password Fernet-encrypted) to `freshet.control.sources`, as control does; "
         f"the new source reported `streaming` {r.first_streaming_s:.1f} s after ingest started. "

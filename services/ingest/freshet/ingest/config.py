@@ -21,3 +21,10 @@ class IngestSettings(CommonSettings):
     ingest_retry_initial_s: float = 1.0
     ingest_retry_max_s: float = 30.0
     ingest_snapshot_chunk_rows: int = Field(default=20_000, ge=100)
+    ingest_linger_ms: int = Field(
+        default=10,
+        ge=0,
+        description="linger.ms of the change-event producer. Measured on the embedded broker "
+        "at 3,000 single-row transactions/s: 10 ms cut the producer's own CPU to a third of "
+        "5 ms and the delivery p99 from 76-319 ms to 23-26 ms; 20 ms only added latency.",
+    )

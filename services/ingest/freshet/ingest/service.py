@@ -63,7 +63,9 @@ class IngestService:
         self._assigned: set[int] = set()
         self._producer = Producer(producer_config(settings.kafka_bootstrap))
         # Warm producers for the sources' sinks, ready before the first source starts.
-        self._producers = ProducerSupply(settings.kafka_bootstrap)
+        self._producers = ProducerSupply(
+            settings.kafka_bootstrap, **{"linger.ms": settings.ingest_linger_ms}
+        )
         self._heartbeat = time.monotonic()
         self._lock = threading.Lock()
         self._caught_up = False

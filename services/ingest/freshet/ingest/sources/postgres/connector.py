@@ -127,6 +127,7 @@ class PostgresSource(Source):
             self._settings.kafka_bootstrap,
             producer=self._producers.take() if self._producers is not None else None,
             acked=self._acked,
+            **{"linger.ms": self._settings.ingest_linger_ms},
         )
         self._sink = sink
         self._schemas.reset()
