@@ -49,6 +49,11 @@ def cdc_topic(source: str, schema: str, table: str) -> str:
     return f"{_clean(source)}.{_clean(schema)}.{_clean(table)}"
 
 
+APPLIED_HEADER = "freshet.applied"
+"""Header of every view-topic record: JSON ``{source: lsn}``, every change of the source up to
+``lsn`` is reflected in the view."""
+
+
 def view_topic(view: str) -> str:
     return f"freshet.view.{_clean(view)}"
 

@@ -29,7 +29,7 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 class HealthView(View):
-    """``GET /health``: 200 with the views this worker runs while its reconciler is alive."""
+    """``GET /health``: 200 with the views and pipelines this worker runs, while it is alive."""
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
         service: TransformService | None = getattr(self.app, "freshet_service", None)

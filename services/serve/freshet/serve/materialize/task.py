@@ -33,9 +33,6 @@ from freshet.serve.materialize.stores.base import ViewStore
 
 log = logging.getLogger(__name__)
 
-APPLIED_HEADER = "freshet.applied"
-"""Header of view-topic records: JSON ``{source: lsn}`` applied when transform wrote it."""
-
 FENCED_RETRY_S = 0.2
 WATCH_INTERVAL_S = 0.5
 
@@ -164,7 +161,7 @@ class ViewMaterializer:
                 ) from None
             applied = None
             for header in msg.headers() or ():
-                if header[0] == APPLIED_HEADER and isinstance(header[1], bytes):
+                if header[0] == topics.APPLIED_HEADER and isinstance(header[1], bytes):
                     applied = header[1]
             records.append(Change(partition, offset, key, values, msg.value(), applied))
         return records

@@ -52,8 +52,6 @@ from freshet.transform.views.engine import (
 
 log = logging.getLogger(__name__)
 
-APPLIED_HEADER = "freshet.applied"
-"""JSON ``{source: lsn}``: every change of the source up to ``lsn`` is reflected in the view."""
 
 MAX_BATCH = 20_000
 """Events per batch at most: a view that is behind takes big batches, so a group changed many
@@ -275,7 +273,7 @@ class ViewTask:
     ) -> None:
         if not outputs:
             return
-        headers: Headers = [(APPLIED_HEADER, orjson.dumps(applied or {}))]
+        headers: Headers = [(topics.APPLIED_HEADER, orjson.dumps(applied or {}))]
         outbox = Outbox(producer, f"view {self.spec.name}")
         for key, value in outputs:
             outbox.send(self._topic, key, value, headers)
