@@ -28,96 +28,48 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import SecretStr
 
-from freshet.common.pipelines.compiler import RowScope
-from freshet.common.pipelines.values import FieldType
-from freshet.common.products import ProductRole, ProductSpec
+from freshet.common.products import ProductRole, ProductScope, ProductSpec, compile_row_filter
 from freshet.common.schemas import ViewSpec
 from freshet.common.secrets import SecretBox
-from freshet.common.sql import casts
-from freshet.common.sql import types as t
 from freshet.common.sql.errors import SqlError
-from freshet.common.sql.expr import Compiled, EvalError, compile_expr, parse_expression
+from freshet.common.sql.expr import Compiled
 from freshet.control.access_models import RoleIn
 from freshet.control.exceptions import InvalidSpecError, InvalidSqlError
 
 SALT_BYTES = 32
 
-_VIEWS_ONLY = "; views cannot use it"
-"""The end of the expression compiler's message for a non-deterministic function."""
-
-
-class _ProductScope(RowScope):
+class _ProductScope(ProductScope):
     """The exposed fields of a product; names the view's columns that are not exposed."""
 
     def __init__(self, exposed: Sequence[str], view: ViewSpec) -> None:
         columns = {c.name: c.type for c in view.columns}
-        super().__init__({name: FieldType.of(columns[name]) for name in exposed})
+        super().__init__({name: columns[name] for name in exposed})
         self._view = view
 
     def column(self, fields: tuple[str, ...], location: int) -> Compiled:
-        if len(fields) == 1 and fields[0] not in self.schema:
+        if len(fields) == 1 and fields[0] not in self.types:
             name = fields[0]
-            known = ", ".join(self.schema)
             if any(c.name == name for c in self._view.columns):
+                known = ", ".join(self.types)
                 raise SqlError(
                     f'field "{name}" is a column of the view that the product does not expose: '
                     f"add it to fields, or use one of {known}",
                     location,
                 )
-            raise SqlError(
-                f'field "{name}" does not exist (the product exposes: {known})', location
-            )
         return super().column(fields, location)
 
 
-def _as_boolean(compiled: Compiled) -> Compiled:
-    """An untyped literal (``'t'``, ``NULL``) read as a boolean, as PostgreSQL's WHERE does.
-
-    Raises:
-        SqlError: the literal is not a boolean.
-    """
-    text = compiled.fn(None)
-    if text is None:
-        return Compiled(compiled.fn, t.BOOL)
-    parse = casts.input_function(t.BOOL)
-    if parse is None:  # pragma: no cover - boolean input always exists
-        raise SqlError("boolean literals are not supported", 0)
-    try:
-        value = parse(text)
-    except EvalError as exc:
-        raise SqlError(str(exc), 0) from None
-    return Compiled(lambda _row: value, t.BOOL)
-
-
-def compile_row_filter(text: str, exposed: Sequence[str], view: ViewSpec) -> Compiled:
+def check_row_filter(text: str, exposed: Sequence[str], view: ViewSpec) -> Compiled:
     """Compile a role's row filter over the exposed fields of a product of ``view``.
 
-    Control uses it to check a filter: the types are the view's, so a filter it accepts is one
-    any evaluator of the same language accepts. The closure it returns reads a row as
-    :class:`~freshet.common.pipelines.compiler.RowScope` does (change-event values): evaluating
-    it over view rows, whose date and time values are encoded differently, needs a scope that
-    decodes view-row values.
+    The same compilation serve runs (:func:`freshet.common.products.compile_row_filter`), so a
+    filter control accepts is one serve evaluates.
 
     Raises:
         SqlError: the filter does not parse, names a field that is not exposed, is not a
             boolean, or uses a non-deterministic function; with the position in ``text``.
     """
-    try:
-        parsed, offset = parse_expression(text)
-        compiled = compile_expr(parsed, _ProductScope(exposed, view), offset, deterministic=True)
-    except SqlError as exc:
-        if exc.message.endswith(_VIEWS_ONLY):
-            raise SqlError(
-                exc.message.removesuffix(_VIEWS_ONLY) + "; a row filter cannot use it (whether a "
-                "role sees a row must depend on the row alone)",
-                exc.position,
-            ) from None
-        raise
-    if compiled.type == t.UNKNOWN:
-        return _as_boolean(compiled)
-    if compiled.type != t.BOOL:
-        raise SqlError(f"a row filter must be of type boolean, not {t.sql_name(compiled.type)}", 0)
-    return compiled
+    return compile_row_filter(text, _ProductScope(exposed, view))
 
 
 def _exposed_fields(view: ViewSpec, fields: Sequence[str] | None) -> list[str]:
@@ -170,7 +122,7 @@ def _role(name: str, role: RoleIn, exposed: Sequence[str], view: ViewSpec) -> Pr
             )
     if role.row_filter is not None:
         try:
-            compile_row_filter(role.row_filter, exposed, view)
+            check_row_filter(role.row_filter, exposed, view)
         except SqlError as exc:
             raise InvalidSqlError(
                 (*loc, "row_filter"), exc.message, role.row_filter, exc.position
