@@ -1,11 +1,13 @@
 """Serve's ASGI application.
 
-For now it has only the two endpoints that answer without credentials: ``/health`` and the
-Prometheus ``/metrics``. Data products (REST, GraphQL, live streams) come later and all require
-credentials.
+``/health`` and the Prometheus ``/metrics`` answer without credentials; every other route needs
+an API key (:mod:`freshet.serve.access`): the data products over REST (``/v1/products``), their
+OpenAPI document (``/openapi.json``), GraphQL and live changes.
 
-Given a :class:`~freshet.serve.service.ServeService`, the app runs it in a thread for as long as
-it runs itself (the lifespan): the materialization of views into Redis and PostgreSQL.
+The app follows the products, keys and statuses (:class:`~freshet.serve.catalog.Catalog`) for as
+long as it runs (the lifespan); it starts doing so in a thread that retries until the broker
+answers, and answers 503 until then. Given a :class:`~freshet.serve.service.ServeService`, it
+also runs it in a thread: the materialization of views into Redis and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from freshet.common.observability import metrics_app
+from freshet.serve.access import Grants
+from freshet.serve.catalog import Catalog
 from freshet.serve.config import ServeSettings
+from freshet.serve.exceptions import ApiError
+from freshet.serve.read.rows import ViewCatalog
 from freshet.serve.routes import router
 from freshet.serve.service import ServeService
 
@@ -30,6 +37,7 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 1.0
 STOP_TIMEOUT_S = 60.0
+CATALOG_RETRY_S = 2.0
 
 
 class _AsgiEndpoint:
@@ -58,7 +66,16 @@ def create_app(settings: ServeSettings, service: ServeService | None = None) -> 
             socket_timeout=REDIS_TIMEOUT_S,
         )
         app.state.service = service
+        app.state.settings = settings
+        catalog = Catalog(settings)
+        app.state.catalog = catalog
+        app.state.grants = Grants(catalog)
+        app.state.views = ViewCatalog(app.state.redis, settings.serve_redis_prefix)
         stop = threading.Event()
+        follower = threading.Thread(
+            target=_start_catalog, args=(catalog, stop), name="serve-catalog", daemon=True
+        )
+        follower.start()
         thread = None
         if service is not None:
             thread = threading.Thread(target=service.run, args=(stop,), name="serve", daemon=True)
@@ -71,13 +88,34 @@ def create_app(settings: ServeSettings, service: ServeService | None = None) -> 
                 thread.join(STOP_TIMEOUT_S)
                 if thread.is_alive():
                     log.warning("the materializer did not stop within %.0fs", STOP_TIMEOUT_S)
+            follower.join(STOP_TIMEOUT_S)
+            catalog.close()
             await app.state.redis.aclose()
 
     app = FastAPI(
         title="Freshet serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.include_router(router)
+    app.add_exception_handler(ApiError, _api_error)
     metrics = metrics_app()
     app.router.routes.append(Route("/metrics", _AsgiEndpoint(metrics), methods=["GET"]))
     app.mount("/metrics", metrics)
     return app
+
+
+def _start_catalog(catalog: Catalog, stop: threading.Event) -> None:
+    """Start following the catalog's topics, retrying until the broker answers or ``stop``."""
+    while not stop.is_set():
+        try:
+            catalog.start()
+            return
+        except Exception as exc:  # the broker is down or slow: retry, never give up
+            log.warning("serve cannot read the products and keys yet (%s); retrying", exc)
+            catalog.close()
+            stop.wait(CATALOG_RETRY_S)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)

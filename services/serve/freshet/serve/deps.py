@@ -7,6 +7,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
+from freshet.common.products import ApiKeySpec
+from freshet.serve.access import Grants, authenticate
+from freshet.serve.catalog import Catalog
+from freshet.serve.config import ServeSettings
+from freshet.serve.exceptions import Unavailable
+from freshet.serve.read.rows import ViewCatalog
 from freshet.serve.service import ServeService
 
 
@@ -22,5 +28,47 @@ def get_service(request: Request) -> ServeService | None:
     return service
 
 
+def get_settings(request: Request) -> ServeSettings:
+    settings: ServeSettings = request.app.state.settings
+    return settings
+
+
+def get_catalog(request: Request) -> Catalog:
+    """Products, keys and statuses; 503 until they have been read once."""
+    catalog: Catalog = request.app.state.catalog
+    if not catalog.ready:
+        raise Unavailable("serve has not read the products and API keys yet: retry in a moment")
+    return catalog
+
+
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+
+
+def get_grants(request: Request) -> Grants:
+    grants: Grants = request.app.state.grants
+    return grants
+
+
+def get_views(request: Request) -> ViewCatalog:
+    views: ViewCatalog = request.app.state.views
+    return views
+
+
+def current_key(request: Request, catalog: CatalogDep) -> ApiKeySpec:
+    """The API key of the request (``Authorization: Bearer`` or ``X-API-Key``); 401 without."""
+    header = request.headers.get("authorization")
+    presented = None
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        presented = value.strip() if scheme.lower() == "bearer" else None
+    if presented is None:
+        presented = request.headers.get("x-api-key")
+    return authenticate(catalog, presented)
+
+
 RedisDep = Annotated[Redis, Depends(get_redis)]
 ServiceDep = Annotated[ServeService | None, Depends(get_service)]
+SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
+GrantsDep = Annotated[Grants, Depends(get_grants)]
+ViewsDep = Annotated[ViewCatalog, Depends(get_views)]
+KeyDep = Annotated[ApiKeySpec, Depends(current_key)]

@@ -28,3 +28,45 @@ class StaleGeneration(ServeError):
 
 class TableConflictError(ServeError):
     """The target table exists but serve did not create it: serve leaves it alone."""
+
+
+class ApiError(ServeError):
+    """An error a request gets, with its HTTP status; the message is safe to show."""
+
+    status_code = 400
+
+
+class BadRequest(ApiError):
+    """A parameter is not valid: the message names it and what is wrong."""
+
+    status_code = 400
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+
+class Forbidden(ApiError):
+    status_code = 403
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Gone(ApiError):
+    """A cursor or event id from a generation of the view that no longer exists."""
+
+    status_code = 410
+
+
+class WaitTimeout(ApiError):
+    """What a read-your-writes request waited for did not happen within its timeout."""
+
+    status_code = 504
+
+
+class Unavailable(ApiError):
+    """Serve cannot answer yet (the catalog is not read, the view not materialized)."""
+
+    status_code = 503

@@ -227,3 +227,66 @@ def tuple_encoder(types: Sequence[str]) -> Callable[[Sequence[Any]], bytes]:
         return b"".join(f(v) for f, v in zip(fields, values, strict=True))
 
     return encode
+
+
+# --- splitting encodings -------------------------------------------------------------------
+
+_FIXED = {
+    "bool": 1,
+    "int2": 8,
+    "int4": 8,
+    "int8": 8,
+    "float4": 8,
+    "float8": 8,
+    "date": 8,
+    "time": 8,
+    "timetz": 8,
+    "timestamp": 8,
+    "timestamptz": 8,
+    "interval": 16,
+}
+
+
+def _terminated(data: bytes, pos: int) -> int:
+    """The end of an escaped byte string at ``pos``: after the ``00`` not followed by ``FF``."""
+    while True:
+        at = data.index(b"\x00", pos)
+        if at + 1 < len(data) and data[at + 1] == 0xFF:
+            pos = at + 2
+            continue
+        return at + 1
+
+
+def _numeric_end(data: bytes, pos: int) -> int:
+    kind = data[pos : pos + 1]
+    if kind == _NUM_POS:
+        return data.index(b"\x00", pos + 9) + 1
+    if kind == _NUM_NEG:
+        return data.index(b"\xff", pos + 9) + 1
+    return pos + 1
+
+
+def field_end(type_: str) -> Callable[[bytes, int], int]:
+    """Where the tagged field of ``type_`` that starts at ``pos`` in ``data`` ends.
+
+    Every scalar encoding is self-delimiting; an index entry (the field's encoding followed by
+    the row's key) is split with it. Arrays are not indexed and have no splitter.
+
+    Raises:
+        ValueError: ``type_`` is an array.
+    """
+    if is_array(type_):
+        raise ValueError(f"arrays are not indexed: {type_}")
+    fixed = _FIXED.get(type_)
+
+    def end(data: bytes, pos: int) -> int:
+        if data[pos : pos + 1] == NULL:
+            return pos + 1
+        pos += 1
+        if fixed is not None:
+            return pos + fixed
+        if type_ == "numeric":
+            return _numeric_end(data, pos)
+        return _terminated(data, pos)
+
+    return end

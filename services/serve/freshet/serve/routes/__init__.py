@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from freshet.serve.routes import health
+from freshet.serve.routes import docs, health, products
 
 router = APIRouter()
 router.include_router(health.router)
+router.include_router(docs.router)
+router.include_router(products.router)

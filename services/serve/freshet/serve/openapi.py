@@ -1,0 +1,305 @@
+"""The OpenAPI document of serve as one API key sees it: a path and a row schema per product.
+
+Products are defined at run time, so the document is built per request from the products the
+key may read: each gets its concrete paths (``/v1/products/<name>/rows``...), its filter and
+sort parameters, and a row schema with each field's JSON type, the fields its role masks typed
+as strings. OpenAPI 3.1 (JSON Schema), so a nullable field is ``anyOf [T, null]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from freshet.common.products import ProductSpec
+from freshet.common.sql import types as t
+from freshet.serve.access import Grant
+from freshet.serve.read.rows import MAX_LIMIT, OPS, RESERVED, UNFILTERABLE
+from freshet.serve.read.wait import MAX_TIMEOUT_MS
+
+_FLOAT = {
+    "anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]
+}
+_SCALARS: dict[str, dict[str, Any]] = {
+    "bool": {"type": "boolean"},
+    "int2": {"type": "integer"},
+    "int4": {"type": "integer"},
+    "int8": {"type": "integer"},
+    "numeric": {"type": "string", "description": "a decimal number, NaN or [-]Infinity"},
+    "float4": _FLOAT,
+    "float8": _FLOAT,
+    "text": {"type": "string"},
+    "uuid": {"type": "string", "format": "uuid"},
+    "date": {"type": "string", "description": "ISO 8601 date"},
+    "time": {"type": "string", "description": "ISO 8601 time"},
+    "timetz": {"type": "string", "description": "ISO 8601 time with offset"},
+    "timestamp": {"type": "string", "description": "ISO 8601 date and time, no offset"},
+    "timestamptz": {"type": "string", "description": "ISO 8601 date and time in UTC"},
+    "interval": {"type": "string", "description": "ISO 8601 duration"},
+    "bytea": {"type": "string", "contentEncoding": "base64"},
+    "json": {},
+    "jsonb": {},
+}
+
+_ERROR = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+
+
+def field_schema(type_: str, masked: bool) -> dict[str, Any]:
+    """The JSON schema of a field's values (any of them may be null)."""
+    if masked:
+        inner: dict[str, Any] = {"type": "string", "description": "masked"}
+    elif t.is_array(type_):
+        inner = {"type": "array", "items": {"anyOf": [_array_items(type_[:-2]), {"type": "null"}]}}
+    else:
+        inner = dict(_SCALARS.get(type_, {}))
+    if not inner:
+        return {}
+    return {"anyOf": [inner, {"type": "null"}]}
+
+
+def _array_items(element: str) -> dict[str, Any]:
+    # Multi-dimensional arrays nest lists: an element is a scalar or a list of them.
+    scalar = dict(_SCALARS.get(element, {}))
+    return {"anyOf": [scalar, {"type": "array"}]} if scalar else {}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    reasons = {
+        400: "A parameter is not valid (the detail names it)",
+        401: "No API key, or not a valid one",
+        403: "This API key may not read the product",
+        404: "No such row (or one this key may not see)",
+        410: "The cursor is from a view definition that was replaced",
+        503: "Not materialized yet; retry",
+        504: "The source position was not reflected within timeout_ms",
+    }
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {str(c): {"description": reasons[c], "content": body} for c in codes}
+
+
+def _wait_params() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "lsn",
+            "in": "query",
+            "description": "Read-your-writes: wait until the product reflects this source "
+            "position (pg_current_wal_lsn() after your commit), X/Y in hexadecimal.",
+            "schema": {"type": "string", "pattern": "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"},
+        },
+        {
+            "name": "source",
+            "in": "query",
+            "description": "The source lsn is of (needed when the view reads several).",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "timeout_ms",
+            "in": "query",
+            "description": "How long to wait for lsn (default 5000).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TIMEOUT_MS},
+        },
+    ]
+
+
+def _filter_params(product: ProductSpec, grant: Grant) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for column in product.columns:
+        name, type_ = column.name, column.type
+        if name in grant.masked or type_ in UNFILTERABLE or t.is_array(type_):
+            continue
+        if type_ == "bytea":
+            continue
+        sql = t.sql_name(type_)
+        if name not in RESERVED:
+            params.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "description": f"Rows whose {name} equals this {sql} (PostgreSQL's text form).",
+                    "schema": {"type": "string"},
+                }
+            )
+        for op in OPS:
+            params.append(
+                {
+                    "name": f"{name}.{op}",
+                    "in": "query",
+                    "description": (
+                        f"Rows whose {name} is (true) or is not (false) NULL."
+                        if op == "null"
+                        else f"Rows whose {name} is {op} this {sql}."
+                    ),
+                    "schema": {"type": "boolean"} if op == "null" else {"type": "string"},
+                }
+            )
+    return params
+
+
+def _sortable(product: ProductSpec, grant: Grant) -> list[str]:
+    out: list[str] = []
+    for column in product.columns:
+        if column.name in grant.masked or column.type in ("json", "jsonb", "bytea"):
+            continue
+        if t.is_array(column.type):
+            continue
+        out += [column.name, f"-{column.name}"]
+    return out
+
+
+def _schema_name(product: str) -> str:
+    return f"{product}_row"
+
+
+def product_paths(product: ProductSpec, grant: Grant) -> dict[str, Any]:
+    name = product.name
+    row_ref = {"$ref": f"#/components/schemas/{_schema_name(name)}"}
+    sortable = _sortable(product, grant)
+    sort_schema: dict[str, Any] = {"type": "string"}
+    if sortable:
+        sort_schema["enum"] = sortable
+    list_params = [
+        *_filter_params(product, grant),
+        {
+            "name": "sort",
+            "in": "query",
+            "description": "A field to sort on (ties in key order); -field for descending. "
+            "Default: key order.",
+            "schema": sort_schema,
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "next_cursor of the previous page (same filters and sort).",
+            "schema": {"type": "string"},
+        },
+        *_wait_params(),
+    ]
+    key_desc = (
+        f"The value of {product.key[0]} as text."
+        if len(product.key) == 1
+        else f"A JSON array of the key's values ({', '.join(product.key)})."
+    )
+    return {
+        f"/v1/products/{name}/rows": {
+            "get": {
+                "operationId": f"list_{name}",
+                "summary": f"Rows of {name}",
+                "tags": [name],
+                "parameters": list_params,
+                "responses": {
+                    "200": {
+                        "description": "A page of rows",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "rows": {"type": "array", "items": row_ref},
+                                        "next_cursor": {
+                                            "anyOf": [{"type": "string"}, {"type": "null"}]
+                                        },
+                                    },
+                                    "required": ["rows", "next_cursor"],
+                                }
+                            }
+                        },
+                    },
+                    **_errors(400, 401, 403, 410, 503, 504),
+                },
+            }
+        },
+        f"/v1/products/{name}/rows/{{key}}": {
+            "get": {
+                "operationId": f"get_{name}",
+                "summary": f"One row of {name} by key",
+                "tags": [name],
+                "parameters": [
+                    {
+                        "name": "key",
+                        "in": "path",
+                        "required": True,
+                        "description": key_desc,
+                        "schema": {"type": "string"},
+                    },
+                    *_wait_params(),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The row",
+                        "content": {"application/json": {"schema": row_ref}},
+                    },
+                    **_errors(400, 401, 403, 404, 503, 504),
+                },
+            }
+        },
+        f"/v1/products/{name}/changes": {
+            "get": {
+                "operationId": f"changes_{name}",
+                "summary": f"Live changes of {name} (Server-Sent Events)",
+                "description": "Each event is an upsert (data: the row) or a delete (data: the "
+                "key); resume after a disconnect with the Last-Event-ID header.",
+                "tags": [name],
+                "responses": {
+                    "200": {
+                        "description": "An event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 403, 410, 503),
+                },
+            }
+        },
+    }
+
+
+def row_schema(product: ProductSpec, grant: Grant) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            c.name: field_schema(c.type, c.name in grant.masked) for c in product.columns
+        },
+        "required": list(product.fields),
+    }
+
+
+def document(grants: list[Grant], title: str = "Freshet serve") -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a key that reads the products of ``grants``."""
+    paths: dict[str, Any] = {
+        "/v1/products": {
+            "get": {
+                "operationId": "list_products",
+                "summary": "The products this API key may read",
+                "responses": {
+                    "200": {
+                        "description": "Products",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(401),
+                },
+            }
+        }
+    }
+    schemas: dict[str, Any] = {"Error": _ERROR}
+    for grant in grants:
+        paths.update(product_paths(grant.product, grant))
+        schemas[_schema_name(grant.product.name)] = row_schema(grant.product, grant)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }

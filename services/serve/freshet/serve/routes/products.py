@@ -1,0 +1,132 @@
+"""``/v1/products``: the data products an API key may read, their rows and one row by key.
+
+Every route needs an API key (:mod:`freshet.serve.access`). Rows are served from Redis
+(:mod:`freshet.serve.read.rows`); a request carrying ``lsn`` (and ``source``, ``timeout_ms``)
+first waits until the product reflects that source position (:mod:`freshet.serve.read.wait`).
+Values are in the JSON form of view topics: ``numeric`` as a decimal string, dates and times in
+ISO 8601, ``bytea`` in base64; a masked value is a string (or null).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from freshet.common.products import ApiKeySpec, ProductSpec
+from freshet.common.sql import types as t
+from freshet.serve.access import Grant, may_read
+from freshet.serve.deps import CatalogDep, GrantsDep, KeyDep, RedisDep, SettingsDep, ViewsDep
+from freshet.serve.exceptions import BadRequest
+from freshet.serve.read.rows import parse_query, read_page, read_row
+from freshet.serve.read.wait import parse_lsn, parse_timeout, wait_applied
+
+router = APIRouter(prefix="/v1/products")
+
+WAIT_PARAMS = ("lsn", "source", "timeout_ms")
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    """``body`` as JSON (orjson: the row values are already JSON types)."""
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+
+
+async def wait_if_asked(
+    request: Request, catalog: CatalogDep, redis: RedisDep, settings: SettingsDep, view: str
+) -> None:
+    """Read-your-writes: with ``lsn`` in the query, wait until ``view`` reflects it."""
+    params = request.query_params
+    lsn = params.get("lsn")
+    if lsn is None:
+        return
+    await wait_applied(
+        catalog,
+        redis,
+        settings.serve_redis_prefix,
+        view,
+        parse_lsn(lsn),
+        params.get("source"),
+        parse_timeout(params.get("timeout_ms")),
+    )
+
+
+def describe(product: ProductSpec, grant: Grant) -> dict[str, Any]:
+    """A product as a key sees it: fields with their types, key, what its role masks."""
+    return {
+        "name": product.name,
+        "view": product.view,
+        "key": list(product.key),
+        "role": grant.role,
+        "fields": [
+            {
+                "name": c.name,
+                "type": t.sql_name(c.type),
+                "masked": c.name in grant.masked,
+            }
+            for c in product.columns
+        ],
+    }
+
+
+def readable(catalog: CatalogDep, key: ApiKeySpec) -> list[ProductSpec]:
+    return [p for p in catalog.products() if may_read(key, p) is not None]
+
+
+@router.get("")
+async def list_products(catalog: CatalogDep, grants: GrantsDep, key: KeyDep) -> Response:
+    """The products this key may read."""
+    products = readable(catalog, key)
+    return json_response({"products": [describe(p, grants.for_key(key, p.name)) for p in products]})
+
+
+@router.get("/{name}")
+async def get_product(name: str, grants: GrantsDep, key: KeyDep) -> Response:
+    """One product: its fields and types, its key, what this key's role masks."""
+    grant = grants.for_key(key, name)
+    return json_response(describe(grant.product, grant))
+
+
+@router.get("/{name}/rows")
+async def list_rows(
+    name: str,
+    request: Request,
+    catalog: CatalogDep,
+    grants: GrantsDep,
+    views: ViewsDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    key: KeyDep,
+) -> Response:
+    """A page of rows: filters ``<field>[.<op>]=<value>``, ``sort``, ``limit``, ``cursor``."""
+    grant = grants.for_key(key, name)
+    query = parse_query(request.query_params.multi_items(), grant)
+    await wait_if_asked(request, catalog, redis, settings, grant.product.view)
+    view = await views.ready(grant.product.view)
+    page = await read_page(redis, view, grant, query)
+    return json_response({"rows": page.rows, "next_cursor": page.next_cursor})
+
+
+@router.get("/{name}/rows/{key_text:path}")
+async def get_row(
+    name: str,
+    key_text: str,
+    request: Request,
+    catalog: CatalogDep,
+    grants: GrantsDep,
+    views: ViewsDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    key: KeyDep,
+) -> Response:
+    """One row by its key: the key's value, or a JSON array of the values of a composite key."""
+    grant = grants.for_key(key, name)
+    for param, _value in request.query_params.multi_items():
+        if param not in WAIT_PARAMS:
+            raise BadRequest(
+                f"unknown parameter {param!r}: a row by key takes only {', '.join(WAIT_PARAMS)}"
+            )
+    await wait_if_asked(request, catalog, redis, settings, grant.product.view)
+    view = await views.ready(grant.product.view)
+    return json_response(await read_row(redis, view, grant, key_text))
