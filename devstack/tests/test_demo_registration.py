@@ -94,3 +94,27 @@ def test_an_existing_view_or_source_counts_as_registered(control):
 def test_an_unreachable_control_is_retried():
     result = demo.register_view("http://127.0.0.1:9", "token", timeout=2)
     assert (result.done, result.retry) == (False, True)
+
+
+def test_the_demo_key_is_written_for_the_summary_and_readable_only_by_its_owner(control, tmp_path):
+    control.answers.append((201, {"id": "abc12345", "key": "fsk_abc12345_s3cret"}))
+    key_file = tmp_path / "state" / "demo-api-key"
+    result = demo.create_key(control.url, "token", key_file)
+    assert result.done, result.detail
+    assert key_file.read_text() == "fsk_abc12345_s3cret\n"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    path, body, auth = control.requests[0]
+    assert (path, auth) == ("/v1/keys", "Bearer token")
+    assert body["products"] == [demo.DEMO_PRODUCT] and body["roles"] == ["demo"]
+
+
+def test_the_demo_product_is_posted_and_a_refusal_writes_no_key(control, tmp_path):
+    control.answers.append((201, {"name": demo.DEMO_PRODUCT}))
+    assert demo.register_product(control.url, "token").done
+    assert control.requests[0][0] == "/v1/products"
+    assert control.requests[0][1]["view"] == demo.DEMO_VIEW
+    control.answers.append((422, {"detail": [{"loc": ["body", "roles"], "msg": "bad"}]}))
+    key_file = tmp_path / "demo-api-key"
+    result = demo.create_key(control.url, "token", key_file)
+    assert not result.done and not result.retry and "422" in result.detail
+    assert not key_file.exists()

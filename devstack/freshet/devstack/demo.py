@@ -8,12 +8,14 @@ Every statement is a literal or takes its values as parameters.
 from __future__ import annotations
 
 import json
+import os
 import random
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -35,6 +37,22 @@ DEMO_VIEW_SQL = (
 """Per customer: orders that are not cancelled and their revenue, with a masked e-mail. Grouped
 by the masked address rather than ``c.email``, so that the full address is not part of the
 view's key either."""
+DEMO_PRODUCT = "customer_revenue"
+DEMO_PRODUCT_SPEC: dict[str, object] = {
+    "name": DEMO_PRODUCT,
+    "view": DEMO_VIEW,
+    "roles": {
+        "demo": {},
+        "support": {
+            "row_filter": "orders > 0",
+            "masks": {"revenue": {"method": "redact", "replacement": "hidden"}},
+        },
+    },
+}
+"""The demo view as a data product: role ``demo`` sees every row, role ``support`` only the
+customers with orders, and not their revenue. (The view's text columns are its key, which no
+role can mask.)"""
+DEMO_KEY_SPEC: dict[str, object] = {"name": "demo", "roles": ["demo"], "products": [DEMO_PRODUCT]}
 UNKNOWN_TABLE = "is not a table of any source"
 """What control's 422 says while ingest has not published a table's schema yet."""
 
@@ -291,7 +309,12 @@ class Registration:
 
 
 def _post(
-    control_url: str, path: str, admin_token: str, body: dict[str, object], timeout: float
+    control_url: str,
+    path: str,
+    admin_token: str,
+    body: dict[str, object],
+    timeout: float,
+    answer: list[bytes] | None = None,
 ) -> Registration:
     """POST ``body`` to the control API; 409 (it exists) counts as done.
 
@@ -306,6 +329,8 @@ def _post(
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+            if answer is not None:
+                answer.append(resp.read())
             return Registration(True, False, f"registered (HTTP {resp.status})")
     except urllib.error.HTTPError as exc:
         detail = exc.read(600).decode(errors="replace").strip()
@@ -339,4 +364,30 @@ def register_view(
     result = _post(control_url, "/v1/views", admin_token, {"name": name, "sql": sql}, timeout)
     if not result.done and UNKNOWN_TABLE in result.detail:
         return Registration(False, True, "waiting for ingest to publish the tables' schemas")
+    return result
+
+
+def register_product(control_url: str, admin_token: str, timeout: float = 10.0) -> Registration:
+    """POST the demo product (:data:`DEMO_PRODUCT_SPEC`) to ``<control_url>/v1/products``."""
+    return _post(control_url, "/v1/products", admin_token, DEMO_PRODUCT_SPEC, timeout)
+
+
+def create_key(
+    control_url: str, admin_token: str, key_file: Path, timeout: float = 10.0
+) -> Registration:
+    """Create an API key that reads the demo product and write it to ``key_file`` (mode 0600).
+
+    Control shows a key's secret only in the answer that creates it, so it is kept in the file
+    for the summary's ``curl``; a new key is made on every start (the embedded broker keeps the
+    desired state in memory, so the previous run's key is gone with it).
+    """
+    answer: list[bytes] = []
+    result = _post(control_url, "/v1/keys", admin_token, DEMO_KEY_SPEC, timeout, answer)
+    if result.done and answer:
+        key = json.loads(answer[0])["key"]
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        return Registration(True, False, f"written to {key_file}")
     return result

@@ -83,6 +83,7 @@ class Stack:
         self._registration = "not tried"
         self._register_at: float | None = None
         self._view_registration = "not tried"
+        self._product_registration = "not tried"
         self._view_register_at: float | None = None
         self._view_give_up_at: float | None = None
         self._pids: dict[str, int | None] = {}
@@ -290,6 +291,7 @@ class Stack:
             self._view_registration = f"view {name}: {result.detail}"
             self._view_register_at = None
             self._say(self._view_registration)
+            self._register_product()
         elif result.retry and now < self._view_give_up_at:
             self._view_registration = f"view {name} not registered yet: {result.detail}"
             self._view_register_at = now + 1.0
@@ -298,6 +300,18 @@ class Stack:
             self._view_registration = f"view {name} {why}: {result.detail}"
             self._view_register_at = None
             self._say(self._view_registration)
+
+    def _register_product(self) -> None:
+        """Register the demo product and make an API key that reads it (once the view is)."""
+        assert self._ctx is not None
+        product = demo.register_product(self._control_url(), self._ctx.admin_token)
+        self._product_registration = f"product {demo.DEMO_PRODUCT}: {product.detail}"
+        self._say(self._product_registration)
+        if product.done:
+            key = demo.create_key(
+                self._control_url(), self._ctx.admin_token, self.state.root / "demo-api-key"
+            )
+            self._say(f"demo API key: {key.detail}")
 
     def _wait_view_registered(self, seconds: float) -> None:
         """Retry the demo view's registration for up to ``seconds``.
@@ -377,6 +391,8 @@ class Stack:
                 "workload": {"rate": self.settings.workload_rate if self._workload else 0},
                 "registration": self._registration,
                 "view_registration": self._view_registration,
+                "product_registration": self._product_registration,
+                "demo_key_file": self.state.display(self.state.root / "demo-api-key"),
                 "admin_token": "$FRESHET_ADMIN_TOKEN"
                 if self._admin_token_from_env
                 else self.state.display(self.state.root / "admin-token"),

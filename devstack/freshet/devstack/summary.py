@@ -65,12 +65,18 @@ def render_summary(data: dict[str, Any], health: dict[str, str], footer: str = "
     watch_view = f"{python_cmd()} -m freshet.devstack watch {view_topic}{other}"
     control_url = f"http://127.0.0.1:{ports.get('control', 8700)}"
     control = f'curl -H "Authorization: Bearer {token_expr}" {control_url}'
+    key_file = str(data.get("demo_key_file", ".freshet/demo-api-key"))
+    serve_url = f"http://127.0.0.1:{ports.get('serve', 8701)}"
+    serve = f'curl -sN -H "Authorization: Bearer $(cat {shlex.quote(key_file)})" \'{serve_url}'
     tries = [
         f"{control}/v1/sources/{demo.DEMO_SOURCE}",
         f"{watch}  (--from-end: only new changes)",
         f"{control}/v1/views/{demo.DEMO_VIEW}  (the view's status: state, applied, lag)",
         f"{watch_view}  (the view's rows, kept fresh)",
         f"curl http://127.0.0.1:{ports.get('serve', 8701)}/health",
+        f"{serve}/v1/products/{demo.DEMO_PRODUCT}/rows?sort=-revenue&limit=5'  (the demo "
+        "product over REST, with the demo API key)",
+        f"{serve}/v1/products/{demo.DEMO_PRODUCT}/changes'  (its live changes, Server-Sent Events)",
         f"curl -s http://127.0.0.1:{ports.get('transform', 8703)}/metrics | head",
     ]
     state_dir = str(data.get("state_dir", ".freshet"))
@@ -86,7 +92,9 @@ def render_summary(data: dict[str, Any], health: dict[str, str], footer: str = "
         "",
         f"Demo: {data.get('registration', '')}",
         f"      {data.get('view_registration', '')}",
+        f"      {data.get('product_registration', '')}",
         f"Admin token: {token}",
+        f"Demo API key (reads product {demo.DEMO_PRODUCT}): {key_file}",
         "",
         "Try:",
         *(f"  {line}" for line in tries),
