@@ -28,7 +28,7 @@ $(STAMP): constraints.txt $(PYPROJECTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q -c constraints.txt pip setuptools
 	@$(PY) -m pip install -q -c constraints.txt $(addprefix -e ./,$(PROJECTS)) \
-		pytest pytest-timeout hypothesis httpx ruff mypy types-requests types-PyYAML kubernetes-validate pyyaml requests
+		pytest pytest-timeout hypothesis schemathesis httpx ruff mypy types-requests types-PyYAML kubernetes-validate pyyaml requests
 	@touch $(STAMP)
 
 run: deps
