@@ -24,6 +24,13 @@ class ServeSettings(CommonSettings):
         ge=1,
         description="Records per Redis script at most, so that no script blocks readers long.",
     )
+    serve_changes_retained: int = Field(
+        default=100_000,
+        ge=1,
+        description="Changes kept per view generation in its Redis change stream (at least this "
+        "many; Redis trims whole stream nodes): how far back GET /v1/products/{name}/changes can "
+        "resume from a Last-Event-ID. Each holds the row before and after the change.",
+    )
     target_database_url: SecretStr = Field(
         default=SecretStr(""),
         description="SQLAlchemy URL of the PostgreSQL database views are materialized into "
