@@ -8,6 +8,12 @@ secret is shown once when created and only its SHA-256 hash is stored.
 Which rule applies to a request: the key must list the product (or ``"*"``), and the first of
 the key's roles that the product defines gives the row filter and the masks. A key none of whose
 roles the product defines may not read it.
+
+A product may also be published as its own compacted Kafka topic (``publish_topic``, named by
+:func:`freshet.common.topics.product_topic`). A topic reader presents no API key, so no role can
+be chosen at read time: the product names the role whose row filter and masks apply to the topic
+(``topic_role``, one of its roles). The topic carries the product's fields only, as that role
+sees them.
 """
 
 from __future__ import annotations
@@ -58,6 +64,11 @@ class ProductSpec(_Frozen):
     columns: tuple[OutputColumn, ...]
     roles: dict[str, ProductRole]
     publish_topic: bool = False
+    topic_role: str | None = Field(
+        default=None,
+        description="The role whose row filter and masks apply to the product's topic; set "
+        "(to one of ``roles``) when ``publish_topic`` is.",
+    )
     hash_salt_encrypted: str = ""
     generation: int = 1
 

@@ -58,6 +58,18 @@ def view_topic(view: str) -> str:
     return f"freshet.view.{_clean(view)}"
 
 
+def product_topic(product: str) -> str:
+    """The topic a product is published on when its ``publish_topic`` is set.
+
+    Compacted, with as many partitions as its view's topic; a record is in the partition its
+    view record is in. Key = the view record's key, byte for byte (a consumer of either topic
+    reads the same keys); value = the row as the product's ``topic_role`` sees it (a JSON object
+    of the product's fields, masked), or a tombstone when the row leaves the view or the role's
+    row filter. The view record's :data:`APPLIED_HEADER` is copied.
+    """
+    return f"freshet.product.{_clean(product)}"
+
+
 def dlq_topic(pipeline: str) -> str:
     return f"freshet.dlq.{_clean(pipeline)}"
 

@@ -4,9 +4,11 @@ Kept apart from :mod:`freshet.control.models` (sources and views): these two res
 access side of serve.
 
 Products are ``{"name", "view", "fields", "roles": {role: {"row_filter", "masks"}},
-"publish_topic"}``. A product always exposes the key columns of its view (serve addresses a row
-by its key): those missing from ``fields`` are added in front of them, and the answer shows the
-fields exposed. A product's response never carries the salt of its ``hash`` masks.
+"publish_topic", "topic_role"}``. A product published as a Kafka topic names the role whose row
+filter and masks apply to the topic (a topic reader presents no key). A product always exposes
+the key columns of its view (serve addresses a row by its key): those missing from ``fields``
+are added in front of them, and the answer shows the fields exposed. A product's response never
+carries the salt of its ``hash`` masks.
 
 API keys are ``{"name", "roles", "products", "expires_at"}``. The answer to ``POST /v1/keys`` is
 the only one that carries the key itself (``"key": "fsk_<id>_<secret>"``); no answer ever carries
@@ -72,7 +74,14 @@ class _ProductFields(_Request):
         "first of its roles listed here; a key with none of them cannot read it.",
     )
     publish_topic: bool = Field(
-        default=False, description="Also publish the product as its own compacted Kafka topic."
+        default=False,
+        description="Also publish the product as its own compacted Kafka topic "
+        "(freshet.product.<name>), as topic_role sees it.",
+    )
+    topic_role: RoleName | None = Field(
+        default=None,
+        description="The role whose row filter and masks apply to the product's topic: one of "
+        "roles, required when publish_topic is true (a topic reader presents no API key).",
     )
 
 
@@ -106,6 +115,7 @@ class ProductOut(BaseModel):
     columns: list[OutputColumn] = Field(description="The exposed fields with the view's types.")
     roles: dict[str, RoleOut]
     publish_topic: bool
+    topic_role: str | None
     generation: int
 
     @classmethod
@@ -121,6 +131,7 @@ class ProductOut(BaseModel):
                 for role, r in spec.roles.items()
             },
             publish_topic=spec.publish_topic,
+            topic_role=spec.topic_role,
             generation=spec.generation,
         )
 

@@ -16,6 +16,9 @@ Decisions:
   fields, typed as the view's columns, and must be deterministic (no ``now()``, ``random()``):
   whether a role sees a row then depends on the row alone, so it changes only when the row does
   and a change stream can tell a reader when a row enters or leaves what it may see.
+- A product published as a topic (``publish_topic``) names ``topic_role``, one of its roles:
+  a topic reader presents no API key, so the topic carries the rows and masks of that role. A
+  ``topic_role`` is checked whenever it is given, so it never names a role that does not exist.
 - ``hash`` masks use one random salt per product (HMAC key of the hash), made the first time a
   hash mask is defined and kept by every later generation, so a hashed value stays the same
   across replacements. It is stored only encrypted (:mod:`freshet.common.secrets`).
@@ -37,6 +40,7 @@ from freshet.control.access_models import RoleIn
 from freshet.control.exceptions import InvalidSpecError, InvalidSqlError
 
 SALT_BYTES = 32
+
 
 class _ProductScope(ProductScope):
     """The exposed fields of a product; names the view's columns that are not exposed."""
@@ -130,6 +134,26 @@ def _role(name: str, role: RoleIn, exposed: Sequence[str], view: ViewSpec) -> Pr
     return ProductRole(row_filter=role.row_filter, masks=role.masks)
 
 
+def _check_topic_role(
+    publish_topic: bool, topic_role: str | None, roles: Mapping[str, ProductRole]
+) -> None:
+    """Raises InvalidSpecError: a published product without ``topic_role``, or one not in roles."""
+    loc = ("body", "topic_role")
+    known = ", ".join(roles)
+    if topic_role is None:
+        if publish_topic:
+            raise InvalidSpecError(
+                loc,
+                "publish_topic needs topic_role: the role whose row filter and masks apply to "
+                f"the product's topic, whose readers present no API key (one of: {known})",
+            )
+        return
+    if topic_role not in roles:
+        raise InvalidSpecError(
+            loc, f"role {topic_role!r} is not a role of the product (it has: {known})"
+        )
+
+
 def new_salt(box: SecretBox) -> str:
     """A random salt for ``hash`` masks, encrypted for the desired-state topic."""
     return box.encrypt(SecretStr(secrets.token_urlsafe(SALT_BYTES)))
@@ -143,6 +167,7 @@ def build_product(
     roles: Mapping[str, RoleIn],
     publish_topic: bool,
     *,
+    topic_role: str | None = None,
     box: SecretBox,
     salt_encrypted: str = "",
     generation: int = 1,
@@ -165,6 +190,7 @@ def build_product(
     exposed = _exposed_fields(view, fields)
     by_name = {c.name: c for c in view.columns}
     specs = {role: _role(role, spec, exposed, view) for role, spec in roles.items()}
+    _check_topic_role(publish_topic, topic_role, specs)
     hashes = any(rule.method == "hash" for r in specs.values() for rule in r.masks.values())
     if hashes and not salt_encrypted:
         salt_encrypted = new_salt(box)
@@ -176,6 +202,7 @@ def build_product(
         columns=tuple(by_name[f] for f in exposed),
         roles=specs,
         publish_topic=publish_topic,
+        topic_role=topic_role,
         hash_salt_encrypted=salt_encrypted,
         generation=generation,
     )

@@ -138,6 +138,7 @@ def test_create_list_get_replace_delete(
             },
         },
         "publish_topic": False,
+        "topic_role": None,
         "generation": 1,
     }
     assert created.json() == expected
@@ -171,11 +172,12 @@ def test_create_list_get_replace_delete(
         fields=None,
         roles={"analyst": {"row_filter": "note IS NOT NULL AND customer_id <> 7"}},
         publish_topic=True,
+        topic_role="analyst",
     )
     replaced = client.put(f"/v1/products/{unique}", json=body, headers=auth)
     assert replaced.status_code == 200, replaced.text
     got = replaced.json()
-    assert (got["generation"], got["publish_topic"]) == (2, True)
+    assert (got["generation"], got["publish_topic"], got["topic_role"]) == (2, True, "analyst")
     assert (got["fields"], got["columns"]) == (
         ["id", "customer_id", "amount", "note", "email"],
         VIEW_COLUMNS,
@@ -185,7 +187,7 @@ def test_create_list_get_replace_delete(
     }
     assert client.get(f"/v1/products/{unique}", headers=auth).json() == got
     second = _spec(records_of(topics.CONTROL_PRODUCTS, unique)[-1])
-    assert second.generation == 2
+    assert (second.generation, second.publish_topic, second.topic_role) == (2, True, "analyst")
     # The salt is kept, so hashes stay the same if a hash mask comes back.
     assert second.hash_salt_encrypted == spec.hash_salt_encrypted
 
@@ -346,6 +348,41 @@ def test_invalid_products_are_422_naming_the_field(
     assert (error["loc"], set(error)) == (loc, {"loc", "msg", "type"})
     assert words in error["msg"]
     assert client.get(f"/v1/products/{unique}", headers=auth).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"publish_topic": True}, "publish_topic needs topic_role"),
+        ({"publish_topic": True, "topic_role": None}, "publish_topic needs topic_role"),
+        ({"publish_topic": True, "topic_role": "auditor"}, "'auditor' is not a role"),
+        ({"publish_topic": False, "topic_role": "auditor"}, "'auditor' is not a role"),
+        ({"publish_topic": True, "topic_role": "Bad-Role"}, "pattern"),
+    ],
+)
+def test_a_published_product_names_one_of_its_roles_for_the_topic(
+    client, auth, product_body, unique, overrides, words
+):
+    response = client.post("/v1/products", json=product_body(**overrides), headers=auth)
+    error = _only_error(response)
+    assert error["loc"] == ["body", "topic_role"]
+    assert words in error["msg"]
+    if "not a role" in words:
+        assert "analyst, support" in error["msg"]
+    assert client.get(f"/v1/products/{unique}", headers=auth).status_code == 404
+
+    created = client.post(
+        "/v1/products",
+        json=product_body(publish_topic=True, topic_role="support"),
+        headers=auth,
+    )
+    assert created.status_code == 201, created.text
+    assert (created.json()["publish_topic"], created.json()["topic_role"]) == (True, "support")
+    # A replacement is checked the same way and changes nothing when refused.
+    url = f"/v1/products/{unique}"
+    refused = client.put(url, json=product_body(**overrides), headers=auth)
+    assert _only_error(refused)["loc"] == ["body", "topic_role"]
+    assert client.get(url, headers=auth).json()["generation"] == 1
 
 
 def test_duplicate_name_is_409(client, auth, product_body, unique):

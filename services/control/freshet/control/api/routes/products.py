@@ -29,8 +29,8 @@ _NOT_FOUND = not_found("product")
 _REFUSED: Responses = {
     422: {
         "description": "Invalid body, a view or field that does not exist, a mask on a field "
-        "not exposed or on a key column, or a row filter that does not compile (with its "
-        "position)."
+        "not exposed or on a key column, a row filter that does not compile (with its "
+        "position), or a topic_role missing (publish_topic) or naming no role of the product."
     }
 }
 
@@ -55,6 +55,7 @@ def create_product(
         body.fields,
         body.roles,
         body.publish_topic,
+        topic_role=body.topic_role,
         box=box,
     )
     state.products.create(spec.name, spec)
@@ -98,6 +99,7 @@ def replace_product(
             body.fields,
             body.roles,
             body.publish_topic,
+            topic_role=body.topic_role,
             box=box,
             salt_encrypted=current.hash_salt_encrypted,
             generation=current.generation + 1,
