@@ -1,4 +1,5 @@
-"""The Redis store against a real Redis: rows, key order, equality indexes, offsets, fencing."""
+"""The Redis store against a real Redis: rows, key order, equality indexes, offsets, fencing,
+and the change stream of each generation."""
 
 from __future__ import annotations
 
@@ -123,10 +124,12 @@ def test_a_new_generation_replaces_the_old_once_ready_and_drop(client: Any, root
         )
     with pytest.raises(StaleGeneration):
         RedisStore(client, root, one, 100).open([0])
+    assert client.xlen(old.keys.changes) == 1  # the fenced batch added no change
     # Readers stay on generation 1 until generation 2 is complete.
     assert client.hget(new.keys.gen, "ready") == b"1" and client.exists(old.keys.rows)
     new.caught_up()
     assert client.hget(new.keys.gen, "ready") == b"2"
+    assert client.exists(old.keys.changes) == 0
     assert not client.exists(old.keys.rows, old.keys.meta, old.keys.keys)
 
     assert built_views(client, root) == {"by_region"}
@@ -166,3 +169,95 @@ def test_the_same_generation_with_other_fields_is_built_again(client: Any, root:
     again = RedisStore(client, root, other, 100)
     assert again.open([0]) == {0: 0}
     assert not client.exists(again.keys.rows, again.keys.keys, again.keys.index("total"))
+
+
+def _changes(client: Any, keys: RedisKeys) -> list[dict[str, Any]]:
+    """The change stream, each entry's fields decoded (rows and key as JSON, None when empty)."""
+    out = []
+    for _id, fields in client.xrange(keys.changes):
+        out.append(
+            {
+                "k": fields[b"k"],
+                "kj": orjson.loads(fields[b"kj"]),
+                "r": orjson.loads(fields[b"r"]) if fields[b"r"] else None,
+                "b": orjson.loads(fields[b"b"]) if fields[b"b"] else None,
+            }
+        )
+    return out
+
+
+def _row(region: str | None, n: int) -> dict[str, Any]:
+    return {"region": region, "n": n, "total": "1.50", "doc": None}
+
+
+def test_the_change_stream_holds_each_applied_change_with_its_before_image(
+    client: Any, root: str
+) -> None:
+    layout = ViewLayout.of(VIEW)
+    store = RedisStore(client, root, layout, 100)
+    store.open([0, 1])
+    keys = store.keys
+    rec = Records(layout)
+    first = [
+        rec.change({"region": "a"}, _row("a", 1), partition=0),
+        rec.change({"region": None}, _row(None, 2), partition=1),
+        rec.change({"region": "a"}, _row("a", 3), partition=0),  # the batch keeps the last one
+    ]
+    store.write(rec.batch(first, {0: 0, 1: 0}))
+    encode = layout.key_decoder()
+    key_a, key_null = encode(b'{"region": "a"}')[1], encode(b'{"region": null}')[1]
+    assert _changes(client, keys) == [
+        {"k": key_a, "kj": {"region": "a"}, "r": _row("a", 3), "b": None},
+        {"k": key_null, "kj": {"region": None}, "r": _row(None, 2), "b": None},
+    ]
+
+    second = [
+        rec.change({"region": "a"}, _row("a", 4), partition=0),
+        rec.change({"region": None}, None, partition=1),
+        rec.change({"region": "gone"}, None, partition=0),  # not there: nothing applied
+        rec.change({"region": "a2"}, _row("a2", 1), partition=0),
+    ]
+    store.write(rec.batch(second, {0: 2, 1: 1}))
+    third = [
+        rec.change({"region": "a2"}, _row("a2", 1), partition=0),  # unchanged: nothing applied
+        rec.change({"region": "a"}, None, partition=0),
+    ]
+    store.write(rec.batch(third, {0: 5, 1: 2}))
+    assert _changes(client, keys)[2:] == [
+        {"k": key_a, "kj": {"region": "a"}, "r": _row("a", 4), "b": _row("a", 3)},
+        {"k": key_null, "kj": {"region": None}, "r": None, "b": _row(None, 2)},
+        {
+            "k": encode(b'{"region": "a2"}')[1],
+            "kj": {"region": "a2"},
+            "r": _row("a2", 1),
+            "b": None,
+        },
+        {"k": key_a, "kj": {"region": "a"}, "r": None, "b": _row("a", 4)},
+    ]
+    # The rows and indexes still hold exactly what was applied.
+    assert _listing(client, keys) == [_row("a2", 1)]
+    assert client.zcard(keys.index("n")) == 1 and client.hlen(keys.ix) == 1
+
+    # A batch replayed (fenced) adds no change.
+    with pytest.raises(Fenced):
+        store.write(rec.batch(third, {0: 5, 1: 2}))
+    assert client.xlen(keys.changes) == 6
+
+
+def test_the_change_stream_is_capped(client: Any, root: str) -> None:
+    layout = ViewLayout.of(VIEW)
+    store = RedisStore(client, root, layout, 100, changes_retained=10)
+    store.open([0])
+    rec = Records(layout)
+    held = {0: 0}
+    for round_ in range(6):
+        changes = [rec.change({"region": f"r{i}"}, _row(f"r{i}", round_)) for i in range(100)]
+        store.write(rec.batch(changes, held))
+        held = {0: rec.next[0]}
+    kept = client.xlen(store.keys.changes)
+    # MAXLEN ~: whole stream nodes are trimmed, so at least 10 and far fewer than the 600 added.
+    assert 10 <= kept < 600
+    newest = _changes(client, store.keys)[-1]
+    assert newest["r"] == _row("r99", 5) and newest["b"] == _row("r99", 4)
+    first_kept = _changes(client, store.keys)[0]
+    assert first_kept["b"] is not None  # the first round's entries (no before image) are gone

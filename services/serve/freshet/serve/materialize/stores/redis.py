@@ -27,24 +27,38 @@ key                         content
 ``<g>:meta``                hash: ``o:<partition>`` = next offset to apply,
                             ``a:<partition>`` = ``freshet.applied`` header of the last record
                             applied there, ``layout`` = the generation's fields and key (JSON)
+``<g>:changes``             stream, one entry per change applied, in the order applied:
+                            ``k`` = ``K``, ``kj`` = the key as the topic's key JSON object,
+                            ``r`` = the new row JSON (empty for a delete), ``b`` = the row JSON
+                            held before (empty when there was none); capped at
+                            ``serve_changes_retained`` entries (``MAXLEN ~``: at least that many)
 ==========================  =================================================================
 
 A batch is one Lua script: it checks that ``building`` is its generation and that the offsets
 are the ones it expects, applies the rows and their index entries, and moves the offsets, all
 atomically. Batches are kept small (``serve_redis_batch`` records) so that no script blocks
-readers for long. A new generation is written beside the old one; once it has caught up with
-the topic it becomes ``ready`` and the old generation's keys are unlinked.
+readers for long. The same script appends the change stream: an entry exists exactly when its
+change was applied (a batch fenced or replayed adds none), and a change that alters nothing (a
+row written again unchanged, a delete of a key that is not there) adds none either. Within a
+batch only the last change of a key is applied (:class:`~freshet.serve.materialize.batch.Batch`),
+so the stream holds that one. The before image lets a reader decide per role whether a change is
+an upsert, a delete or nothing for it (:mod:`freshet.serve.read.changes`).
+
+A new generation is written beside the old one; once it has caught up with the topic it becomes
+``ready`` and the old generation's keys are unlinked (its change stream with them).
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import redis
 
+from freshet.common.sql.types import encoder as json_encoder
 from freshet.serve.exceptions import Fenced, StaleGeneration
 from freshet.serve.materialize.batch import Batch
 from freshet.serve.materialize.layout import ViewLayout
@@ -53,6 +67,8 @@ from freshet.serve.materialize.stores.base import ViewStore
 log = logging.getLogger(__name__)
 
 SCAN_COUNT = 1000
+CHANGES_RETAINED = 100_000
+"""Default of ``serve_changes_retained``: entries kept in a generation's change stream."""
 
 _CLAIM = """
 local building = tonumber(redis.call('HGET', KEYS[1], 'building') or '0')
@@ -68,14 +84,15 @@ return redis.call('HGETALL', KEYS[2])
 """
 
 _APPLY = """
--- KEYS: gen, meta, rows, keys, ix, then one index per indexed field
--- ARGV: generation, partition count, (partition, start, end, applied) per partition,
---       then (K, row or '' to delete, packed index encodings) per change
+-- KEYS: gen, meta, rows, keys, ix, changes, then one index per indexed field
+-- ARGV: generation, changes retained, partition count, (partition, start, end, applied) per
+--       partition, then (K, key JSON, row or '' to delete, packed index encodings) per change
 if redis.call('HGET', KEYS[1], 'building') ~= ARGV[1] then
   return redis.error_reply('FENCED generation ' .. ARGV[1] .. ' is no longer being built')
 end
-local np = tonumber(ARGV[2])
-local i = 3
+local retained = ARGV[2]
+local np = tonumber(ARGV[3])
+local i = 4
 for _ = 1, np do
   local held = redis.call('HGET', KEYS[2], 'o:' .. ARGV[i]) or '0'
   if held ~= ARGV[i + 1] then
@@ -84,7 +101,7 @@ for _ = 1, np do
   end
   i = i + 4
 end
-local nidx = #KEYS - 5
+local nidx = #KEYS - 6
 local function entries(packed)
   local out, pos = {}, 1
   for f = 1, nidx do
@@ -94,42 +111,54 @@ local function entries(packed)
   end
   return out
 end
-local changes = i
+local function changed(k, kj, row, before)
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', retained, '*', 'k', k, 'kj', kj, 'r', row,
+    'b', before or '')
+end
+local applied = 0
 while i <= #ARGV do
-  local k, row, packed = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
-  local old = nil
-  if nidx > 0 then
-    old = redis.call('HGET', KEYS[5], k)
-  end
-  local olds = old and entries(old) or nil
+  local k, kj, row, packed = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  local before = redis.call('HGET', KEYS[3], k)
   if row == '' then
-    if olds then
+    local old = nidx > 0 and redis.call('HGET', KEYS[5], k)
+    if old then
+      local olds = entries(old)
       for f = 1, nidx do
-        redis.call('ZREM', KEYS[5 + f], olds[f] .. k)
+        redis.call('ZREM', KEYS[6 + f], olds[f] .. k)
       end
       redis.call('HDEL', KEYS[5], k)
     end
-    redis.call('HDEL', KEYS[3], k)
     redis.call('ZREM', KEYS[4], k)
-  else
-    if nidx > 0 and old ~= packed then
-      local news = entries(packed)
-      for f = 1, nidx do
-        if not olds or olds[f] ~= news[f] then
-          if olds then
-            redis.call('ZREM', KEYS[5 + f], olds[f] .. k)
+    if before then
+      redis.call('HDEL', KEYS[3], k)
+      changed(k, kj, row, before)
+      applied = applied + 1
+    end
+  elseif before ~= row then
+    if nidx > 0 then
+      local old = redis.call('HGET', KEYS[5], k)
+      if old ~= packed then
+        local olds = old and entries(old) or nil
+        local news = entries(packed)
+        for f = 1, nidx do
+          if not olds or olds[f] ~= news[f] then
+            if olds then
+              redis.call('ZREM', KEYS[6 + f], olds[f] .. k)
+            end
+            redis.call('ZADD', KEYS[6 + f], 0, news[f] .. k)
           end
-          redis.call('ZADD', KEYS[5 + f], 0, news[f] .. k)
         end
+        redis.call('HSET', KEYS[5], k, packed)
       end
-      redis.call('HSET', KEYS[5], k, packed)
     end
     redis.call('HSET', KEYS[3], k, row)
     redis.call('ZADD', KEYS[4], 0, k)
+    changed(k, kj, row, before)
+    applied = applied + 1
   end
 end
-i = 3
+i = 4
 for _ = 1, np do
   redis.call('HSET', KEYS[2], 'o:' .. ARGV[i], ARGV[i + 2])
   if ARGV[i + 3] ~= '' then
@@ -137,7 +166,7 @@ for _ = 1, np do
   end
   i = i + 4
 end
-return (#ARGV - changes + 1) / 3
+return applied
 """
 
 _READY = """
@@ -186,6 +215,10 @@ class RedisKeys:
     def ix(self) -> str:
         return f"{self.gen_prefix}:ix"
 
+    @property
+    def changes(self) -> str:
+        return f"{self.gen_prefix}:changes"
+
     def index(self, field: str) -> str:
         return f"{self.gen_prefix}:idx:{field}"
 
@@ -229,17 +262,24 @@ class RedisStore(ViewStore):
     kind = "redis"
 
     def __init__(
-        self, client: redis.Redis, root: str, layout: ViewLayout, max_records: int
+        self,
+        client: redis.Redis,
+        root: str,
+        layout: ViewLayout,
+        max_records: int,
+        changes_retained: int = CHANGES_RETAINED,
     ) -> None:
         self._r: Any = client
         self._layout = layout
         self.keys = RedisKeys(root, layout.name, layout.generation)
         self.max_records = max_records
+        self.changes_retained = changes_retained
         self._claim = self._r.register_script(_CLAIM)
         self._apply = self._r.register_script(_APPLY)
         self._ready = self._r.register_script(_READY)
         self._index_keys = [self.keys.index(c.name) for c in layout.indexed]
         self._encode_index = layout.index_encoder()
+        self._key_json = _key_json(layout)
 
     def open(self, partitions: list[int]) -> dict[int, int]:
         keys = self.keys
@@ -267,19 +307,28 @@ class RedisStore(ViewStore):
 
     def write(self, batch: Batch) -> None:
         keys = self.keys
-        args: list[Any] = [self._layout.generation, len(batch.end)]
+        args: list[Any] = [self._layout.generation, self.changes_retained, len(batch.end)]
         for partition, end in batch.end.items():
             args += [partition, batch.start[partition], end, batch.applied.get(partition, b"")]
         indexed = bool(self._index_keys)
+        key_json = self._key_json
         for change in batch.changes.values():
             if change.row is None:
-                args += [change.key, b"", b""]
+                args += [change.key, key_json(change.key_values), b"", b""]
             else:
                 packed = pack_entries(self._encode_index(change.row)) if indexed else b""
-                args += [change.key, change.row, packed]
+                args += [change.key, key_json(change.key_values), change.row, packed]
         try:
             self._apply(
-                keys=[keys.gen, keys.meta, keys.rows, keys.keys, keys.ix, *self._index_keys],
+                keys=[
+                    keys.gen,
+                    keys.meta,
+                    keys.rows,
+                    keys.keys,
+                    keys.ix,
+                    keys.changes,
+                    *self._index_keys,
+                ],
                 args=args,
             )
         except redis.ResponseError as exc:
@@ -301,6 +350,16 @@ class RedisStore(ViewStore):
                 self._layout.generation,
                 removed,
             )
+
+
+def _key_json(layout: ViewLayout) -> Callable[[tuple[Any, ...]], bytes]:
+    """Key values -> the key as a JSON object in the view topic's form (the ``kj`` of a change)."""
+    fields = [(k.name, json_encoder(k.type)) for k in layout.key]
+
+    def encode(values: tuple[Any, ...]) -> bytes:
+        return orjson.dumps({name: enc(v) for (name, enc), v in zip(fields, values, strict=True)})
+
+    return encode
 
 
 def _translate(exc: redis.ResponseError) -> Exception:
