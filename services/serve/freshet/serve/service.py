@@ -255,7 +255,13 @@ class ServeService:
     def _stores(self, layout: ViewLayout) -> list[ViewStore]:
         settings = self._settings
         stores: list[ViewStore] = [
-            RedisStore(self.redis, settings.serve_redis_prefix, layout, settings.serve_redis_batch)
+            RedisStore(
+                self.redis,
+                settings.serve_redis_prefix,
+                layout,
+                settings.serve_redis_batch,
+                settings.serve_changes_retained,
+            )
         ]
         if self.target is not None:
             stores.append(PostgresStore(self.target, layout))
