@@ -171,14 +171,22 @@ class Grants:
         with self._lock:
             grant = self._cache.get(cache_key)
         if grant is None:
-            grant = self._build(product, role)
+            grant = self.build(product, role, self._catalog.salt)
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
                 self._cache[cache_key] = grant
         return grant
 
-    def _build(self, product: ProductSpec, role: str) -> Grant:
+    @staticmethod
+    def build(
+        product: ProductSpec, role: str, salt: Callable[[ProductSpec], bytes | None]
+    ) -> Grant:
+        """The grant of ``role`` (one of ``product``'s roles) on ``product``.
+
+        ``salt`` gives the product's decrypted ``hash`` salt; it is called only when the role
+        masks a field (:meth:`Catalog.salt` raises when serve lacks the secret key).
+        """
         spec = product.roles[role]
         types = {c.name: c.type for c in product.columns}
         compiled = None
@@ -207,9 +215,9 @@ class Grants:
                     (),
                 )
             filter_fields = tuple((name, decoder(types[name])) for name in scope.used)
-        salt = self._catalog.salt(product) if spec.masks else None
+        salt_bytes = salt(product) if spec.masks else None
         maskers = tuple(
-            (name, decoder(types[name]), masker(rule, types[name], salt))
+            (name, decoder(types[name]), masker(rule, types[name], salt_bytes))
             for name, rule in spec.masks.items()
             if name in types
         )
