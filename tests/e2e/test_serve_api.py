@@ -1,0 +1,369 @@
+"""A change in the source reaches every way serve serves it, and a delete leaves them all.
+
+PostgreSQL -> ingest -> Kafka -> transform -> view topic -> serve (its materializer and its API,
+served by uvicorn on a real port), all real. A product over the view has two roles: ``ops``
+sees every row and field, ``eu`` sees only the rows whose region is EU with the e-mail masked.
+Keys are made the way control makes them and travel on the control topics.
+
+REST is read with ``lsn`` = ``pg_current_wal_lsn()`` taken after the commit (read-your-writes):
+the first request must already show the change, with no polling. The PostgreSQL target is
+compared once serve has applied the view topic up to its end (positions, not time).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+import uvicorn
+from psycopg import sql
+
+from freshet.common import codec, topics
+from freshet.common.events import lsn_to_str
+from freshet.common.pipelines.spec import MaskRule
+from freshet.common.products import ApiKeySpec, ProductRole, ProductSpec
+from freshet.common.schemas import ViewSpec
+from freshet.control.keys import new_key
+from freshet.devstack import servers
+from freshet.devstack.harness import Control
+from freshet.serve.app import create_app
+from freshet.serve.config import ServeSettings
+from freshet.serve.service import ServeService
+
+from .test_serve_materialize import (
+    TARGET_SCHEMA,
+    redis_view_rows,
+    target,  # noqa: F401 - a fixture
+    wait_served,
+)
+from .test_views_oracle import current_lsn
+
+SCHEMA = """
+CREATE TABLE accounts (
+    id int PRIMARY KEY, name text NOT NULL, email text, region text, balance numeric(12, 2)
+);
+INSERT INTO accounts VALUES
+    (1, 'Ann', 'ann@example.com', 'EU', 10.00),
+    (2, 'Bob', 'bob@example.com', 'US', 20.00),
+    (3, 'Cid', NULL, 'EU', NULL);
+"""
+VIEW_SQL = (
+    "SELECT id, name, email, region, balance, balance * 2 AS doubled FROM accounts "
+    "WHERE name <> 'hidden'"
+)
+WAIT_MS = 60_000
+"""How long a read-your-writes request may wait (a bound for a loaded machine, not a timing)."""
+
+
+# --- serve on a real port ----------------------------------------------------------------------
+
+
+class ServeServer:
+    """Serve's app with its materializer, run by uvicorn in a thread on a free port."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.port = servers.free_port()
+        app = create_app(settings, ServeService(settings, "test"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, name="serve-http", daemon=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServeServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive(), "uvicorn stopped before it started"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(90)
+        assert not self.thread.is_alive(), "serve did not stop"
+
+
+# --- desired state as control writes it --------------------------------------------------------
+
+
+def publish_product(control: Control, view: ViewSpec, name: str) -> ProductSpec:
+    """A product over every column of ``view`` with the roles ``ops`` and ``eu``."""
+    spec = ProductSpec(
+        name=name,
+        view=view.name,
+        fields=tuple(c.name for c in view.columns),
+        key=view.key,
+        columns=view.columns,
+        roles={
+            "ops": ProductRole(),
+            "eu": ProductRole(
+                row_filter="region = 'EU'",
+                masks={"email": MaskRule(method="keep_last", keep=4)},
+            ),
+        },
+    )
+    _publish(control, topics.CONTROL_PRODUCTS, name, spec.model_dump(mode="json"))
+    return spec
+
+
+def publish_key(control: Control, roles: list[str], products: list[str]) -> str:
+    """An API key made as control makes it (only its hash published); returns the secret."""
+    key = new_key()
+    spec = ApiKeySpec(
+        id=key.id,
+        name=f"e2e {'+'.join(roles)}",
+        secret_sha256=key.sha256,
+        roles=tuple(roles),
+        products=tuple(products),
+    )
+    _publish(control, topics.CONTROL_KEYS, key.id, spec.model_dump(mode="json"))
+    return key.full
+
+
+def _publish(control: Control, topic: str, key: str, value: dict[str, Any]) -> None:
+    from freshet.common.kafka import produce_sync
+
+    produce_sync(control.producer, topic, key.encode(), codec.dumps(value))
+    control.created.append((topic, key))
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+class Reader:
+    """REST as one API key, read-your-writes when given a position."""
+
+    def __init__(self, http: httpx.Client, product: str, key: str) -> None:
+        self.http = http
+        self.product = product
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    def get(
+        self, path: str, lsn: int | str | None = None, wait_ms: int = WAIT_MS, **params: Any
+    ) -> httpx.Response:
+        if lsn is not None:
+            params.update(lsn=lsn if isinstance(lsn, str) else lsn_to_str(lsn), timeout_ms=wait_ms)
+        return self.http.get(
+            f"/v1/products/{self.product}{path}", headers=self.headers, params=params
+        )
+
+    def row(self, key: int, lsn: int | None = None) -> httpx.Response:
+        return self.get(f"/rows/{key}", lsn)
+
+    def rows(self, lsn: int | None = None, **params: Any) -> list[dict[str, Any]]:
+        """Every row, walking all pages (only the first carries ``lsn``)."""
+        out: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(1000):
+            extra = {"cursor": cursor} if cursor else {}
+            response = self.get("/rows", lsn if cursor is None else None, **params, **extra)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            out += body["rows"]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return out
+        raise AssertionError("pagination never ended")
+
+
+def target_rows(conninfo: str, view: str) -> dict[int, tuple[Any, ...]]:
+    with psycopg.connect(conninfo) as pg:
+        rows = pg.execute(
+            sql.SQL("SELECT id, name, email, region, balance::text FROM {}.{}").format(
+                sql.Identifier(TARGET_SCHEMA), sql.Identifier(view)
+            )
+        ).fetchall()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+# --- the test ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chain(
+    kafka: Any,
+    pg_database: Any,
+    redis_server: str,
+    control: Control,
+    ingest: Any,
+    transform: Any,
+    unique: str,
+    target: tuple[str, str],  # noqa: F811 - the fixture imported above
+) -> Iterator[dict[str, Any]]:
+    """The source table, its view, a product and two keys, and serve running over them."""
+    target_url, conninfo = target
+    conn = pg_database.connect()
+    conn.execute(SCHEMA)
+    control.add_source(pg_database, unique, ["public.accounts"])
+    catalog = control.catalog({f"{unique}.public.accounts"})
+    view = control.add_view(f"{unique}_accounts", VIEW_SQL, catalog)
+    product = publish_product(control, view, f"{unique}_accounts")
+    ops_key = publish_key(control, ["ops"], [product.name])
+    eu_key = publish_key(control, ["eu"], [product.name])
+    settings = ServeSettings(
+        kafka_bootstrap=kafka.bootstrap,
+        redis_url=redis_server,
+        target_database_url=target_url,
+        serve_group=f"serve-{unique}",
+        serve_redis_prefix=f"test:{unique}",
+        serve_target_schema=TARGET_SCHEMA,
+        serve_retry_initial_s=0.5,
+        serve_retry_max_s=2,
+        topic_partitions=3,
+    )
+    client = redis.Redis.from_url(redis_server)
+    with ServeServer(settings) as serve, httpx.Client(base_url=serve.base, timeout=90) as http:
+        ops = Reader(http, product.name, ops_key)
+        # Until serve has read the product and keys and materialized the view: 401, 403, 503.
+        lsn, deadline = current_lsn(conn), time.monotonic() + 120
+        while (response := ops.get("/rows", lsn)).status_code in (401, 403, 503):
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.1)
+        assert response.status_code == 200, response.text
+        yield {
+            "conn": conn,
+            "http": http,
+            "ops": ops,
+            "eu": Reader(http, product.name, eu_key),
+            "view": view.name,
+            "product": product.name,
+            "conninfo": conninfo,
+            "redis": client,
+            "kafka": kafka,
+            "unique": unique,
+        }
+    client.close()
+    conn.close()
+
+
+def test_a_change_reaches_rest_redis_and_the_target_and_a_delete_leaves_them(
+    chain: dict[str, Any],
+) -> None:
+    conn, ops, eu = chain["conn"], chain["ops"], chain["eu"]
+    view, conninfo, client, unique = (
+        chain["view"],
+        chain["conninfo"],
+        chain["redis"],
+        chain["unique"],
+    )
+
+    def settle_target() -> None:
+        wait_served(chain["kafka"], [view], conninfo, client, unique)
+
+    def in_redis(key: int) -> dict[str, Any] | None:
+        return next((r for r in redis_view_rows(client, unique, view) if r["id"] == key), None)
+
+    # The seed rows, as each role sees them.
+    assert ops.rows() == [
+        {
+            "id": 1,
+            "name": "Ann",
+            "email": "ann@example.com",
+            "region": "EU",
+            "balance": "10.00",
+            "doubled": "20.00",
+        },
+        {
+            "id": 2,
+            "name": "Bob",
+            "email": "bob@example.com",
+            "region": "US",
+            "balance": "20.00",
+            "doubled": "40.00",
+        },
+        {"id": 3, "name": "Cid", "email": None, "region": "EU", "balance": None, "doubled": None},
+    ]
+    assert [(r["id"], r["email"]) for r in eu.rows()] == [(1, "***********.com"), (3, None)]
+
+    # An insert: the first read-your-writes request shows it, by key and in the listing.
+    conn.execute(
+        "INSERT INTO accounts VALUES (10, 'Dee', 'dee@example.com', 'EU', 12.50), "
+        "(11, 'Eve', 'eve@example.com', 'US', 7.25)"
+    )
+    lsn = current_lsn(conn)
+    response = ops.row(10, lsn)
+    assert response.status_code == 200, response.text
+    dee = {
+        "id": 10,
+        "name": "Dee",
+        "email": "dee@example.com",
+        "region": "EU",
+        "balance": "12.50",
+        "doubled": "25.00",
+    }
+    assert response.json() == dee
+    assert dee in ops.rows(lsn, region="EU")
+    assert [r["id"] for r in ops.rows(lsn)] == [1, 2, 3, 10, 11]
+    # The eu role: its rows only, the e-mail masked; a US row is not found.
+    response = eu.row(10, lsn)
+    assert response.status_code == 200, response.text
+    assert response.json() == {**dee, "email": "***********.com"}
+    assert eu.row(11, lsn).status_code == 404
+    assert [r["id"] for r in eu.rows(lsn)] == [1, 3, 10]
+    assert in_redis(10) == dee
+    settle_target()
+    assert target_rows(conninfo, view)[10] == ("Dee", "dee@example.com", "EU", "12.50")
+
+    # An update: everywhere the new values.
+    conn.execute("UPDATE accounts SET balance = 99.99, email = 'dee@new.example' WHERE id = 10")
+    lsn = current_lsn(conn)
+    changed = {**dee, "email": "dee@new.example", "balance": "99.99", "doubled": "199.98"}
+    response = ops.row(10, lsn)
+    assert response.status_code == 200, response.text
+    assert response.json() == changed
+    assert eu.row(10, lsn).json() == {**changed, "email": "***********mple"}
+    assert changed in ops.rows(lsn)
+    assert in_redis(10) == changed
+    settle_target()
+    assert target_rows(conninfo, view)[10] == ("Dee", "dee@new.example", "EU", "99.99")
+
+    # An update that takes the row out of the eu role's filter: gone for eu only.
+    conn.execute("UPDATE accounts SET region = 'US' WHERE id = 10")
+    lsn = current_lsn(conn)
+    assert eu.row(10, lsn).status_code == 404
+    assert [r["id"] for r in eu.rows(lsn)] == [1, 3]
+    assert ops.row(10, lsn).json()["region"] == "US"
+
+    # A delete, and a row leaving the view by its WHERE: gone everywhere.
+    conn.execute("DELETE FROM accounts WHERE id = 10")
+    conn.execute("UPDATE accounts SET name = 'hidden' WHERE id = 11")
+    lsn = current_lsn(conn)
+    for reader in (ops, eu):
+        response = reader.row(10, lsn)
+        assert response.status_code == 404, response.text
+        assert "no row with key '10'" in response.json()["detail"]
+    assert ops.row(11).status_code == 404
+    assert [r["id"] for r in ops.rows(lsn)] == [1, 2, 3]
+    assert in_redis(10) is None and in_redis(11) is None
+    settle_target()
+    assert sorted(target_rows(conninfo, view)) == [1, 2, 3]
+
+
+def test_waiting_for_a_position_never_reached_is_a_504(chain: dict[str, Any]) -> None:
+    ops, view = chain["ops"], chain["view"]
+    future = "FFFFFFFF/FFFFFFF0"
+    for path in ("/rows", "/rows/1"):
+        response = ops.get(path, future, wait_ms=300)
+        assert response.status_code == 504, response.text
+        detail = response.json()["detail"]
+        assert f"view {view!r} did not apply {future}" in detail, detail
+        assert "within 300 ms" in detail, detail
+    # The same request with a position already applied answers at once.
+    response = ops.get("/rows/1", lsn=current_lsn(chain["conn"]))
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == "Ann"
