@@ -12,7 +12,6 @@ compared once serve has applied the view topic up to its end (positions, not tim
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,21 +20,15 @@ import httpx
 import psycopg
 import pytest
 import redis
-import uvicorn
 from psycopg import sql
 
-from freshet.common import codec, topics
 from freshet.common.events import lsn_to_str
 from freshet.common.pipelines.spec import MaskRule
-from freshet.common.products import ApiKeySpec, ProductRole, ProductSpec
-from freshet.common.schemas import ViewSpec
-from freshet.control.keys import new_key
-from freshet.devstack import servers
+from freshet.common.products import ProductRole
 from freshet.devstack.harness import Control
-from freshet.serve.app import create_app
 from freshet.serve.config import ServeSettings
-from freshet.serve.service import ServeService
 
+from .serve_util import ServeServer, all_rows, publish_key, publish_product
 from .test_serve_materialize import (
     TARGET_SCHEMA,
     redis_view_rows,
@@ -61,87 +54,6 @@ WAIT_MS = 60_000
 """How long a read-your-writes request may wait (a bound for a loaded machine, not a timing)."""
 
 
-# --- serve on a real port ----------------------------------------------------------------------
-
-
-class ServeServer:
-    """Serve's app with its materializer, run by uvicorn in a thread on a free port."""
-
-    def __init__(self, settings: ServeSettings) -> None:
-        self.port = servers.free_port()
-        app = create_app(settings, ServeService(settings, "test"))
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=self.port,
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=5,
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, name="serve-http", daemon=True)
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServeServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert self.thread.is_alive(), "uvicorn stopped before it started"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(90)
-        assert not self.thread.is_alive(), "serve did not stop"
-
-
-# --- desired state as control writes it --------------------------------------------------------
-
-
-def publish_product(control: Control, view: ViewSpec, name: str) -> ProductSpec:
-    """A product over every column of ``view`` with the roles ``ops`` and ``eu``."""
-    spec = ProductSpec(
-        name=name,
-        view=view.name,
-        fields=tuple(c.name for c in view.columns),
-        key=view.key,
-        columns=view.columns,
-        roles={
-            "ops": ProductRole(),
-            "eu": ProductRole(
-                row_filter="region = 'EU'",
-                masks={"email": MaskRule(method="keep_last", keep=4)},
-            ),
-        },
-    )
-    _publish(control, topics.CONTROL_PRODUCTS, name, spec.model_dump(mode="json"))
-    return spec
-
-
-def publish_key(control: Control, roles: list[str], products: list[str]) -> str:
-    """An API key made as control makes it (only its hash published); returns the secret."""
-    key = new_key()
-    spec = ApiKeySpec(
-        id=key.id,
-        name=f"e2e {'+'.join(roles)}",
-        secret_sha256=key.sha256,
-        roles=tuple(roles),
-        products=tuple(products),
-    )
-    _publish(control, topics.CONTROL_KEYS, key.id, spec.model_dump(mode="json"))
-    return key.full
-
-
-def _publish(control: Control, topic: str, key: str, value: dict[str, Any]) -> None:
-    from freshet.common.kafka import produce_sync
-
-    produce_sync(control.producer, topic, key.encode(), codec.dumps(value))
-    control.created.append((topic, key))
-
-
 # --- reading -----------------------------------------------------------------------------------
 
 
@@ -151,6 +63,7 @@ class Reader:
     def __init__(self, http: httpx.Client, product: str, key: str) -> None:
         self.http = http
         self.product = product
+        self.key = key
         self.headers = {"Authorization": f"Bearer {key}"}
 
     def get(
@@ -166,19 +79,9 @@ class Reader:
         return self.get(f"/rows/{key}", lsn)
 
     def rows(self, lsn: int | None = None, **params: Any) -> list[dict[str, Any]]:
-        """Every row, walking all pages (only the first carries ``lsn``)."""
-        out: list[dict[str, Any]] = []
-        cursor = None
-        for _ in range(1000):
-            extra = {"cursor": cursor} if cursor else {}
-            response = self.get("/rows", lsn if cursor is None else None, **params, **extra)
-            assert response.status_code == 200, response.text
-            body = response.json()
-            out += body["rows"]
-            cursor = body["next_cursor"]
-            if cursor is None:
-                return out
-        raise AssertionError("pagination never ended")
+        """Every row (filtered by ``params``), walking all pages; the first carries ``lsn``."""
+        wait = {"lsn": lsn_to_str(lsn), "timeout_ms": WAIT_MS} if lsn is not None else None
+        return all_rows(self.http, self.product, self.key, wait, limit=2, **params)
 
 
 def target_rows(conninfo: str, view: str) -> dict[int, tuple[Any, ...]]:
@@ -212,7 +115,18 @@ def chain(
     control.add_source(pg_database, unique, ["public.accounts"])
     catalog = control.catalog({f"{unique}.public.accounts"})
     view = control.add_view(f"{unique}_accounts", VIEW_SQL, catalog)
-    product = publish_product(control, view, f"{unique}_accounts")
+    product = publish_product(
+        control,
+        view,
+        f"{unique}_accounts",
+        {
+            "ops": ProductRole(),
+            "eu": ProductRole(
+                row_filter="region = 'EU'",
+                masks={"email": MaskRule(method="keep_last", keep=4)},
+            ),
+        },
+    )
     ops_key = publish_key(control, ["ops"], [product.name])
     eu_key = publish_key(control, ["eu"], [product.name])
     settings = ServeSettings(
