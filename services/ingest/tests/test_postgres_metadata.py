@@ -3,6 +3,7 @@ real broker and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -221,3 +222,48 @@ def test_idle_source_publishes_the_server_position(ingest, pg_database, unique):
         assert final["offsets"] == {}  # nothing of this source was written since ingest started
     finally:
         positions.close()
+
+
+def test_idle_position_reaches_the_server_wal_position_with_many_open_files(
+    ingest, pg_database, unique
+):
+    """A process with over FD_SETSIZE (1024) open files still streams and goes idle.
+
+    The stream's socket then has a descriptor above 1023, which ``select()`` refuses. Once idle,
+    ingest must publish the server's WAL position even though the WAL after the last captured
+    change holds nothing for its publication (a table it does not capture), so a reader that
+    waits for ``pg_current_wal_lsn()`` taken after its commit gets there.
+    """
+    with pg_database.connect() as conn:
+        conn.execute("CREATE TABLE public.t (id int PRIMARY KEY)")
+        conn.execute("CREATE TABLE public.other (id int PRIMARY KEY, v text)")
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        ingest.start()  # every socket it opens from now on has a descriptor above 1100
+        ingest.register(pg_database, unique, ["public.t"], snapshot="never")
+        ingest.wait_status(unique, lambda s: s.state == "streaming")
+        positions = KeyedFollower(ingest.settings.kafka_bootstrap, topics.POSITIONS, unique)
+        try:
+            with pg_database.connect() as conn:
+                conn.execute("INSERT INTO public.t VALUES (1)")
+                changed = events.lsn_from_str(
+                    conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+                )
+                conn.execute("INSERT INTO public.other VALUES (1, repeat('x', 20000))")
+                lsn = events.lsn_from_str(
+                    conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+                )
+            assert lsn > changed
+            positions.wait_for(lambda rs: any(r.value and r.value["lsn"] >= lsn for r in rs))
+            final = next(r.value for r in positions.records if r.value["lsn"] >= lsn)
+            topic = topics.cdc_topic(unique, "public", "t")
+            assert sum(final["offsets"][topic].values()) == 1  # the captured insert, and only it
+            status = ingest.status(unique)
+            assert status is not None and status.state == "streaming", status
+        finally:
+            positions.close()
+    finally:
+        for fd in held:
+            os.close(fd)

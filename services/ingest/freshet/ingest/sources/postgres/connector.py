@@ -341,6 +341,11 @@ class PostgresSource(Source):
         self._progress = None
         last_poll = last_confirm = last_slot_check = last_wake = 0.0
         sent = 0
+        # poll(2), not select(2): select refuses descriptors above FD_SETSIZE (1024), which a
+        # process with many sources or Kafka clients reaches; every stream would then fail at
+        # its first wait and the source never get past its last change.
+        server = select.poll()
+        server.register(cur.fileno(), select.POLLIN)
         confirmable = self._lsn or 0
         try:
             while not stop.is_set():
@@ -372,7 +377,7 @@ class PostgresSource(Source):
                     pause = last_wake + WAKE_INTERVAL_S - now
                     if pause > 0:
                         time.sleep(pause)
-                    select.select([cur], [], [], IDLE_POLL_S if due else 0.05)
+                    server.poll((IDLE_POLL_S if due else 0.05) * 1000)
                     last_wake = time.monotonic()
             sink.flush(10)
             confirmed = sink.poll(0)
