@@ -26,6 +26,8 @@ from types import FrameType
 from typing import Any
 
 import psycopg
+import redis
+from psycopg import sql
 
 from freshet.devstack import demo, servers
 from freshet.devstack.config import DevstackSettings
@@ -61,6 +63,29 @@ def port_in_use(port: int) -> bool:
         except OSError as exc:
             return exc.errno == errno.EADDRINUSE
     return False
+
+
+def reset_derived_state(redis_url: str, pg: servers.PgInfo, serve_database: str) -> None:
+    """Clear what was derived from the previous run's topics: Redis and serve's database.
+
+    The embedded broker keeps its topics in memory, so every start begins with empty topics
+    (ingest snapshots the demo database again). Transform's view state in Redis and serve's
+    materialized views (Redis and ``serve_database``) record offsets of the old topics; kept,
+    they would resume at those offsets in the new topics and skip records. The source database
+    and the state directory's keys are kept.
+    """
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    with psycopg.connect(pg.conninfo(), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(serve_database)
+            )
+        )
+    demo.ensure_database(pg, serve_database)
 
 
 class Stack:
@@ -173,7 +198,7 @@ class Stack:
         assert self._pg is not None
         if demo.ensure_demo_database(self._pg):
             self._say(f"created the demo database {demo.DEMO_DATABASE} and seeded it")
-        demo.ensure_database(self._pg, SERVE_DATABASE)
+        self._reset_derived_state()
 
         self._ctx = StackContext(
             kafka_bootstrap=s.kafka_bootstrap,
@@ -219,6 +244,12 @@ class Stack:
                 self._health,
                 footer="Ctrl-C stops everything (`make down` from another shell).",
             )
+        )
+
+    def _reset_derived_state(self) -> None:
+        assert self._pg is not None
+        reset_derived_state(
+            f"redis://127.0.0.1:{self.settings.redis_port}/0", self._pg, SERVE_DATABASE
         )
 
     def _start_kafka(self) -> None:
