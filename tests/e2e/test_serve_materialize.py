@@ -35,6 +35,7 @@ from pydantic import SecretStr
 
 from freshet.common import topics
 from freshet.common.kafka import consumer_config, read_to_end
+from freshet.common.products import ProductRole
 from freshet.common.sql.types import encoder
 from freshet.devstack import servers
 from freshet.devstack.harness import ServiceThread, wait_applied
@@ -42,6 +43,7 @@ from freshet.devstack.supervisor import Child, log_tail, wait_healthy
 from freshet.serve.config import ServeSettings
 from freshet.serve.service import ServeService
 
+from .serve_util import all_rows, publish_key, publish_product, wait_readable
 from .test_views_chaos import Background
 from .test_views_oracle import current_lsn
 from .views_workload import SCHEMA, TABLES, VIEWS, Workload, canonical, oracle_rows
@@ -194,6 +196,27 @@ def assert_stores_equal_oracle(
                 extra = sorted(set(rows) - set(want))[:5]
                 mismatches.append(
                     f"{view} in {store}: {len(rows)} rows vs {len(want)}; missing {missing}; "
+                    f"extra {extra}"
+                )
+    assert not mismatches, "\n".join(mismatches)
+
+
+def assert_rest_equals_oracle(
+    child: Child, key: str, conn: Any, names: dict[str, str], catalog: Any
+) -> None:
+    """Every product's full listing over REST (all pages) equals its view's oracle."""
+    mismatches = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{child.port}", timeout=60) as http:
+        for view, view_sql in VIEWS.items():
+            name = names[view]
+            wait_readable(http, name, key)
+            want = canonical(oracle_rows(conn, name, view_sql, catalog))
+            got = canonical(all_rows(http, name, key, limit=7))
+            if got != want:
+                missing = sorted(set(want) - set(got))[:5]
+                extra = sorted(set(got) - set(want))[:5]
+                mismatches.append(
+                    f"{view} over REST: {len(got)} rows vs {len(want)}; missing {missing}; "
                     f"extra {extra}"
                 )
     assert not mismatches, "\n".join(mismatches)
@@ -378,7 +401,9 @@ def test_stores_equal_postgresql_after_serve_is_killed_repeatedly(
     catalog = control.catalog({f"{unique}.{t}" for t in TABLES})
     names = {view: f"{unique}_{view}" for view in VIEWS}
     for view, view_sql in VIEWS.items():
-        control.add_view(names[view], view_sql, catalog)
+        spec = control.add_view(names[view], view_sql, catalog)
+        publish_product(control, spec, names[view], {"reader": ProductRole()})
+    key = publish_key(control, ["reader"], list(names.values()))
     serve = ServeProcess(_serve_env(kafka, redis_server, target_url, unique), tmp_path)
     client = redis.Redis.from_url(redis_server)
     views = list(names.values())
@@ -407,6 +432,7 @@ def test_stores_equal_postgresql_after_serve_is_killed_repeatedly(
         wait_served(kafka, views, conninfo, client, unique)
         assert_stores_equal_oracle(conn, conninfo, client, unique, names, catalog)
         assert serve.child is not None
+        assert_rest_equals_oracle(serve.child, key, conn, names, catalog)
         assert_metrics_caught_up(serve.child, views)
     except AssertionError as exc:
         raise AssertionError(f"seed {seed}: {exc}") from None
