@@ -1,4 +1,4 @@
-"""Serve's Prometheus metrics (exported on ``/metrics``), labelled by view and store."""
+"""Serve's Prometheus metrics (on ``/metrics``): per view and store, and per product topic."""
 
 from __future__ import annotations
 
@@ -28,6 +28,17 @@ READY = Gauge(
 
 _PER_STORE = (BATCHES, ERRORS, LAG, READY)
 
+PRODUCT_RECORDS = Counter(
+    "freshet_serve_product_records_total",
+    "Records published on product topics (acknowledged), by kind: value or tombstone",
+    ["product", "kind"],
+)
+PRODUCT_LAG = Gauge(
+    "freshet_serve_product_lag_messages",
+    "View-topic records not yet published on the product's topic (from the fetch watermarks)",
+    ["product"],
+)
+
 
 def forget(view: str, stores: list[str]) -> None:
     """Remove the series of a view this replica no longer materializes."""
@@ -38,3 +49,12 @@ def forget(view: str, stores: list[str]) -> None:
         for op in ("upsert", "delete"):
             with contextlib.suppress(KeyError):
                 ROWS_APPLIED.remove(view, store, op)
+
+
+def forget_product(product: str) -> None:
+    """Remove the series of a product this replica no longer publishes."""
+    with contextlib.suppress(KeyError):
+        PRODUCT_LAG.remove(product)
+    for kind in ("value", "tombstone"):
+        with contextlib.suppress(KeyError):
+            PRODUCT_RECORDS.remove(product, kind)
