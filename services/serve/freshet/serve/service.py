@@ -14,6 +14,10 @@ A view deleted (a tombstone) loses its PostgreSQL table and Redis keys; a new ge
 replaces the old one (see the stores). At start, and whenever it failed to drop, a replica drops
 what the stores hold of views that no longer exist: it reads what the stores hold first, then the
 desired state to its end, so a view created meanwhile is never taken for a deleted one.
+
+Beside the views, a replica publishes the products whose ``publish_topic`` is set as Kafka
+topics (:class:`~freshet.serve.publish.ProductPublishing`, in a thread of its own, with its own
+consumer group on the products' desired state).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from freshet.serve.materialize.stores.base import ViewStore
 from freshet.serve.materialize.stores.postgres import PostgresStore, PostgresTarget
 from freshet.serve.materialize.stores.redis import RedisStore, built_views, drop_view
 from freshet.serve.materialize.task import ViewMaterializer
+from freshet.serve.publish import ProductPublishing
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,7 @@ class ServeService:
             if url
             else None
         )
+        self.publishing = ProductPublishing(settings, self.redis)
         self._desired: dict[str, tuple[int, ViewSpec]] = {}
         self._running: dict[str, _Running] = {}
         self._assigned: set[int] = set()
@@ -84,6 +90,10 @@ class ServeService:
 
     def alive(self) -> bool:
         return time.monotonic() - self._heartbeat < 15
+
+    def products(self) -> dict[str, Any]:
+        """Per product this replica publishes as a topic: its state, records published, lag."""
+        return self.publishing.describe()
 
     def views(self) -> dict[str, Any]:
         """Per view this replica runs: the generation and each store's state and lag."""
@@ -111,6 +121,10 @@ class ServeService:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+        publishing = threading.Thread(
+            target=self.publishing.run, args=(stop,), name="serve-publishing", daemon=True
+        )
+        publishing.start()
         try:
             while not stop.is_set():
                 self._heartbeat = time.monotonic()
@@ -125,6 +139,7 @@ class ServeService:
             consumer.close()
             for name in list(self._running):
                 self._stop(name)
+            publishing.join(timeout=60)
             self.redis.close()
             if self.target is not None:
                 self.target.close()

@@ -24,6 +24,9 @@ async def health(redis: RedisDep, service: ServiceDep) -> JSONResponse:
     ``postgres`` is ``"not configured"`` when serve has no target database (not a failure).
     ``views`` shows each view this replica materializes: its generation and, per store, its
     state (``pending``, ``loading``, ``ready``, ``error`` with the reason, ``stale``) and lag.
+    ``products`` shows each product this replica publishes as a Kafka topic: its generation,
+    topic, topic role, state (``starting``, ``republishing`` during a first pass, ``publishing``,
+    ``error`` with the reason), records published since it started, and lag.
     The body names only the kind of an error, never a URL (it may carry a password).
     """
     ok = True
@@ -51,5 +54,9 @@ async def health(redis: RedisDep, service: ServiceDep) -> JSONResponse:
             body["materializer"] = "stalled"
             ok = False
         body["views"] = service.views()
+        if not service.publishing.alive():
+            body["publisher"] = "stalled"
+            ok = False
+        body["products"] = service.products()
     status = {"status": "ok" if ok else "unhealthy"}
     return JSONResponse({**status, **body}, status_code=200 if ok else 503)
