@@ -513,7 +513,25 @@ class ProductPublishing:
     # --- main loop ----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        """Reconcile until ``stop``.
+
+        A failure of the reconciler itself (say, the broker down at start) is logged and
+        retried: it never ends publishing.
+        """
+        while not stop.is_set():
+            try:
+                self._run(stop)
+            except Exception as exc:
+                log.warning("publishing products failed (%s); retrying", exc, exc_info=True)
+                self._heartbeat = time.monotonic()
+                stop.wait(self._settings.serve_retry_max_s)
+
+    def _run(self, stop: threading.Event) -> None:
         settings = self._settings
+        self._desired.clear()
+        self._unpublished.clear()
+        self._assigned.clear()
+        self._caught_up = False
         ensure_topics(settings.kafka_bootstrap, topics.control_topics(settings.topic_partitions))
         consumer = Consumer(consumer_config(settings.kafka_bootstrap, self.group))
         consumer.subscribe(
