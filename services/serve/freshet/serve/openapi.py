@@ -269,6 +269,58 @@ def row_schema(product: ProductSpec, grant: Grant) -> dict[str, Any]:
     }
 
 
+def _graphql_path() -> dict[str, Any]:
+    """``/graphql``: its schema is per key too (introspect it); GET takes the same fields."""
+    graphql_body = {
+        "type": "object",
+        "properties": {
+            "data": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"message": {"type": "string"}},
+                    "required": ["message"],
+                },
+            },
+        },
+    }
+    content = {
+        "application/json": {"schema": graphql_body},
+        "application/graphql-response+json": {"schema": graphql_body},
+    }
+    return {
+        "post": {
+            "operationId": "graphql",
+            "summary": "GraphQL over the products this API key may read",
+            "description": "A type and a query per product (introspect the schema: it is this "
+            "key's). Errors of a query are answered 200 with errors; a request that is not a "
+            "GraphQL request is 400.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "query": {"type": "string", "minLength": 1},
+                                "variables": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                                "operationName": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                            },
+                            "required": ["query"],
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {"description": "The result (data and/or errors)", "content": content},
+                "400": {"description": "Not a GraphQL request", "content": content},
+                **_errors(401, 503),
+            },
+        }
+    }
+
+
 def document(grants: list[Grant], title: str = "Freshet serve") -> dict[str, Any]:
     """The OpenAPI 3.1 document for a key that reads the products of ``grants``."""
     paths: dict[str, Any] = {
@@ -286,6 +338,7 @@ def document(grants: list[Grant], title: str = "Freshet serve") -> dict[str, Any
             }
         }
     }
+    paths["/graphql"] = _graphql_path()
     schemas: dict[str, Any] = {"Error": _ERROR}
     for grant in grants:
         paths.update(product_paths(grant.product, grant))
