@@ -489,6 +489,8 @@ def test_graphql_over_http(api: ServeApi) -> None:
             (b'{"query": "{ _products }", "variables": [1]}', "application/json"),
             (b"[]", "application/json"),
             (b"{ _products }", "text/plain"),
+            (b'{"query": "{ _products }", "operationName": "Nope"}', "application/json"),
+            (b'{"query": "fragment F on Query { _products }"}', "application/json"),
         ):
             response = client.post(
                 "/graphql", headers={**_auth(key), "Content-Type": content_type}, content=body
@@ -525,6 +527,11 @@ def test_graphql_over_http(api: ServeApi) -> None:
         huge = "{ " + " ".join(["_products"] * 6000) + " }"
         body = _gql(client, key, huge).json()
         assert "data" not in body and "token" in body["errors"][0]["message"].lower()
+        # The OpenAPI document describes the endpoint.
+        described = client.get("/openapi.json", headers=_auth(key)).json()["paths"]["/graphql"]
+        body_schema = described["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body_schema["required"] == ["query"]
+        assert {"200", "400", "401"} <= set(described["post"]["responses"])
         # Read-your-writes: an lsn nothing reported within timeoutMs is REST's 504, as an error.
         error = _error(client, key, f'{{ {name}(lsn: "0/10", timeoutMs: 0) {{ rows {{ id }} }} }}')
         assert error["extensions"] == {"code": "GATEWAY_TIMEOUT", "status": 504}

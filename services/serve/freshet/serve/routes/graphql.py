@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import PreExecutionError
 
 from freshet.common.products import ApiKeySpec
@@ -133,12 +134,15 @@ async def graphql(
         redis=redis,
         redis_root=settings.serve_redis_prefix,
     )
-    result = await schema.schema.execute(
-        query,
-        variable_values=variables,
-        context_value=context,
-        operation_name=operation_name,
-    )
+    try:
+        result = await schema.schema.execute(
+            query,
+            variable_values=variables,
+            context_value=context,
+            operation_name=operation_name,
+        )
+    except CannotGetOperationTypeError as exc:  # no such operation, or none at all
+        return _response({"errors": [{"message": exc.as_http_error_reason()}]}, 400, media_type)
     executed = not isinstance(result, PreExecutionError)
     body: dict[str, Any] = {}
     if result.errors:
