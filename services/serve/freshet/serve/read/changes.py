@@ -301,14 +301,9 @@ class ChangeFeed:
                         event_id=Position(view.generation, position).event_id,
                         data=event[1],
                     )
-            if entries:
-                continue
-            # Caught up: what else may end the stream, then wait for entries or a heartbeat.
-            if await self._ready_generation() != view.generation:
-                yield reset(self._redefined())
-                return
             idle = loop_time() - last_write
             if idle >= HEARTBEAT_S:
+                # Also while entries the role does not see keep coming.
                 moved = None if sent == position else Position(view.generation, position)
                 sent = position
                 last_write = loop_time()
@@ -316,6 +311,12 @@ class ChangeFeed:
                     comment="heartbeat", event_id=moved.event_id if moved is not None else None
                 )
                 idle = 0.0
+            if entries:
+                continue
+            # Caught up: what else may end the stream, then wait for entries or a heartbeat.
+            if await self._ready_generation() != view.generation:
+                yield reset(self._redefined())
+                return
             block = max(0.001, min(BLOCK_S, HEARTBEAT_S - idle))
             await self._blocking.xread({stream: position}, count=1, block=int(block * 1000))
 
