@@ -10,7 +10,8 @@ Per product ``p`` (names are read as GraphQL names, never evaluated):
 
 - ``PRow``: the product's fields; ``PPage { rows: [PRow!]!, nextCursor: String }``;
 - ``p(filter: PFilter, sort: PSort, limit: Int, cursor: String, lsn: String, source: String,
-  timeoutMs: Int): PPage!``: a page of rows, as ``GET /v1/products/p/rows``;
+  timeoutMs: Int): PPage``: a page of rows, as ``GET /v1/products/p/rows`` (null, with an
+  error, when the read fails: other products in the same request still answer);
 - ``pByKey(key: String!, lsn: String, source: String, timeoutMs: Int): PRow``: one row by key
   (the key's value as text, or a JSON array of a composite key's values, as in
   ``/v1/products/p/rows/{key}``); null when there is no such row or the role may not see it.
@@ -39,6 +40,10 @@ takes and read by the same code (:func:`~freshet.serve.read.rows.parse_query`,
 :func:`~freshet.serve.read.wait.wait_applied`): the same filters, pagination and access rules,
 and the same messages: a read error is a GraphQL error carrying REST's message, with
 ``extensions.status`` the status REST answers and ``extensions.code`` its name.
+
+A document is refused before it runs past :data:`MAX_TOKENS` tokens, :data:`MAX_ALIASES` aliases
+(each alias may read a page of up to 1000 rows) or a depth of :data:`MAX_DEPTH` (introspection
+aside).
 """
 
 from __future__ import annotations
