@@ -104,6 +104,38 @@ def _wait_params() -> list[dict[str, Any]]:
     ]
 
 
+_INT_BITS = {"int2": 16, "int4": 32, "int8": 64}
+_FLOAT4_MAX = 3.4028234663852886e38
+_NUMERIC_TEXT = (
+    r"^\s*([+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?|NaN|[+-]?Infinity)\s*$"
+)
+
+
+def filter_value_schema(type_: str) -> dict[str, Any]:
+    """The schema of a filter's value: one of the field's type, as a query parameter.
+
+    Typed where JSON Schema can say it (integers in their range, numbers, booleans, dates,
+    date-times, UUIDs, decimal text); any string otherwise. The server reads the text as
+    PostgreSQL reads the type's input, so it also accepts other spellings (``yes`` for true,
+    ``Infinity``, dates in other orders): the schema describes what a client should send.
+    """
+    bits = _INT_BITS.get(type_)
+    if bits is not None:
+        return {"type": "integer", "minimum": -(2 ** (bits - 1)), "maximum": 2 ** (bits - 1) - 1}
+    if type_ == "float8":
+        return {"type": "number"}
+    if type_ == "float4":
+        return {"type": "number", "minimum": -_FLOAT4_MAX, "maximum": _FLOAT4_MAX}
+    if type_ == "bool":
+        return {"type": "boolean"}
+    if type_ == "numeric":
+        return {"type": "string", "pattern": _NUMERIC_TEXT}
+    formats = {"date": "date", "timestamptz": "date-time", "uuid": "uuid"}
+    if type_ in formats:
+        return {"type": "string", "format": formats[type_]}
+    return {"type": "string"}
+
+
 def _filter_params(product: ProductSpec, grant: Grant) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for column in product.columns:
@@ -113,13 +145,14 @@ def _filter_params(product: ProductSpec, grant: Grant) -> list[dict[str, Any]]:
         if type_ == "bytea":
             continue
         sql = t.sql_name(type_)
+        value = filter_value_schema(type_)
         if name not in RESERVED:
             params.append(
                 {
                     "name": name,
                     "in": "query",
                     "description": f"Rows whose {name} equals this {sql} (PostgreSQL's text form).",
-                    "schema": {"type": "string"},
+                    "schema": value,
                 }
             )
         for op in OPS:
@@ -132,7 +165,7 @@ def _filter_params(product: ProductSpec, grant: Grant) -> list[dict[str, Any]]:
                         if op == "null"
                         else f"Rows whose {name} is {op} this {sql}."
                     ),
-                    "schema": {"type": "boolean"} if op == "null" else {"type": "string"},
+                    "schema": {"type": "boolean"} if op == "null" else value,
                 }
             )
     return params
@@ -182,6 +215,10 @@ def product_paths(product: ProductSpec, grant: Grant) -> dict[str, Any]:
         },
         *_wait_params(),
     ]
+    types = {c.name: c.type for c in product.columns}
+    key_schema: dict[str, Any] = {"type": "string"}
+    if len(product.key) == 1 and product.key[0] in types:
+        key_schema = filter_value_schema(types[product.key[0]])
     key_desc = (
         f"The value of {product.key[0]} as text."
         if len(product.key) == 1
@@ -227,7 +264,7 @@ def product_paths(product: ProductSpec, grant: Grant) -> dict[str, Any]:
                         "in": "path",
                         "required": True,
                         "description": key_desc,
-                        "schema": {"type": "string"},
+                        "schema": key_schema,
                     },
                     *_wait_params(),
                 ],
