@@ -36,8 +36,12 @@ def json_response(body: Any, status_code: int = 200) -> Response:
 async def wait_if_asked(
     request: Request, catalog: CatalogDep, redis: RedisDep, settings: SettingsDep, view: str
 ) -> None:
-    """Read-your-writes: with ``lsn`` in the query, wait until ``view`` reflects it."""
+    """Read-your-writes: with ``lsn`` in the query, wait until ``view`` reflects it.
+
+    ``timeout_ms`` is checked even without ``lsn``: a bad value is a 400, never ignored.
+    """
     params = request.query_params
+    timeout = parse_timeout(params.get("timeout_ms"))
     lsn = params.get("lsn")
     if lsn is None:
         return
@@ -48,7 +52,7 @@ async def wait_if_asked(
         view,
         parse_lsn(lsn),
         params.get("source"),
-        parse_timeout(params.get("timeout_ms")),
+        timeout,
     )
 
 
