@@ -1,4 +1,8 @@
-"""FastAPI dependencies of serve, as ``Annotated`` aliases."""
+"""FastAPI dependencies of serve, as ``Annotated`` aliases.
+
+Every dependency is ``async def``: none of them blocks, and FastAPI runs a plain ``def``
+dependency in a worker thread, a thread round trip per dependency and request.
+"""
 
 from __future__ import annotations
 
@@ -16,24 +20,24 @@ from freshet.serve.read.rows import ViewCatalog
 from freshet.serve.service import ServeService
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     """The process's Redis client, created by the app's lifespan."""
     client: Redis = request.app.state.redis
     return client
 
 
-def get_service(request: Request) -> ServeService | None:
+async def get_service(request: Request) -> ServeService | None:
     """The materializer the app runs (None in an app built without one)."""
     service: ServeService | None = request.app.state.service
     return service
 
 
-def get_settings(request: Request) -> ServeSettings:
+async def get_settings(request: Request) -> ServeSettings:
     settings: ServeSettings = request.app.state.settings
     return settings
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     """Products, keys and statuses; 503 until they have been read once."""
     catalog: Catalog = request.app.state.catalog
     if not catalog.ready:
@@ -44,17 +48,17 @@ def get_catalog(request: Request) -> Catalog:
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 
 
-def get_grants(request: Request) -> Grants:
+async def get_grants(request: Request) -> Grants:
     grants: Grants = request.app.state.grants
     return grants
 
 
-def get_views(request: Request) -> ViewCatalog:
+async def get_views(request: Request) -> ViewCatalog:
     views: ViewCatalog = request.app.state.views
     return views
 
 
-def current_key(request: Request, catalog: CatalogDep) -> ApiKeySpec:
+async def current_key(request: Request, catalog: CatalogDep) -> ApiKeySpec:
     """The API key of the request (``Authorization: Bearer`` or ``X-API-Key``); 401 without."""
     header = request.headers.get("authorization")
     presented = None
