@@ -9,13 +9,13 @@ STAMP := $(VENV)/.installed
 PROJECTS := shared services/ingest services/control services/transform services/serve devstack
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PROJECTS))
 
-.PHONY: help deps sysdeps venv run up down status test lint typecheck unit test-oracle bench bench-ingest clean
+.PHONY: help deps sysdeps venv run up down status test lint typecheck unit test-oracle bench bench-ingest bench-transform bench-serve clean
 
 help:
 	@echo "make run    - start broker, PostgreSQL, Redis, the four services and the demo (Ctrl-C stops)"
 	@echo "make up     - the same in the background; make down stops it; make status shows it"
 	@echo "make test   - lint, type-check and run the whole test suite against real servers"
-	@echo "make bench  - run the benchmarks and write BENCHMARKS.md (bench-ingest, bench-transform: one)"
+	@echo "make bench  - run the benchmarks and write BENCHMARKS.md (bench-ingest, bench-transform, bench-serve: one)"
 
 deps: sysdeps venv
 
@@ -68,6 +68,9 @@ bench-ingest: deps
 
 bench-transform: deps
 	$(PY) -m bench.run transform
+
+bench-serve: deps
+	$(PY) -m bench.run serve
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import common, ingest, transform
+from bench import common, ingest, serve, transform
 
 
 def _ingest(args: argparse.Namespace) -> tuple[str, str]:
@@ -46,9 +46,23 @@ def _transform(args: argparse.Namespace) -> tuple[str, str]:
     return transform.HEADING, transform.report(result)
 
 
+def _serve(args: argparse.Namespace) -> tuple[str, str]:
+    settings = serve.Settings(profile=args.profile)
+    if args.quick:
+        settings.rows, settings.probes, settings.warmup_s = 10_000, 40, 2.0
+        settings.read_warmup_s, settings.read_seconds = 1.0, 4.0
+    result = serve.run(settings)
+    for reads in result.reads:
+        if reads.profile:
+            print(f"\nWhere serve's time went during the point reads ({reads.mode}, py-spy):\n")
+            print(reads.profile)
+    return serve.HEADING, serve.report(result)
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[str, str]]] = {
     "ingest": _ingest,
     "transform": _transform,
+    "serve": _serve,
 }
 
 

@@ -1,0 +1,1067 @@
+"""Serve benchmark: source commit -> row visible through REST, and point reads per second.
+
+One run starts its own Tansu broker, a durable PostgreSQL 15 (fsync on) and Redis in a temporary
+directory, runs ``python -m freshet.ingest``, ``python -m freshet.transform`` and
+``python -m freshet.serve`` as their own processes (serve with its PostgreSQL target, as
+``make run`` has it), registers a source, a view, a data product and an API key by writing their
+specs to the desired-state topics exactly as control does, and measures:
+
+1. **Freshness through serve** at a steady workload. A writer process commits single-row
+   UPDATEs of random rows of ``items`` at a fixed rate (2,000 changes/s); meanwhile a probe
+   process commits an UPDATE of one probe row (a new unique ``price``) every 50-100 ms, records
+   when COMMIT returned, then polls ``GET /v1/products/<product>/rows/<key>`` until the new
+   price is served. Baseline in the same run, for the same probes: a Kafka consumer of the view
+   topic, stamping when the row carrying that price arrived (what serve starts from).
+2. **Point reads.** With the workload stopped and the product serving the whole table, a load
+   generator in its own process (asyncio, one keep-alive HTTP/1.1 connection per concurrent
+   client, a fixed number of them) reads random keys for a fixed time. Baseline in the same run:
+   the same generator, the same concurrency, doing what serve does in Redis for a point read
+   (``HGET`` of the ready generation, then ``HGET`` of the row) directly, over RESP.
+
+Nothing here is a timed assertion: the figures are printed and written to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import multiprocessing
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from pydantic import SecretStr
+
+from bench import common, transform
+from bench.ingest import tansu_version
+from freshet.common import codec, topics
+from freshet.common.kafka import consumer_config, partitions_of, produce_sync, producer_config
+from freshet.common.products import ApiKeySpec, ProductRole, ProductSpec
+from freshet.common.schemas import ViewSpec
+from freshet.devstack import servers
+from freshet.devstack.harness import Control
+from freshet.serve.config import ServeSettings
+
+HEADING = "## Serve (source commit -> REST, point reads)"
+DATABASE = transform.DATABASE
+TARGET_DATABASE = "serve_target"
+SOURCE = "shop"
+VIEW = "bench_items"
+PRODUCT = "items"
+ROLE = "reader"
+REDIS_ROOT = ServeSettings.model_fields["serve_redis_prefix"].default
+
+TARGET_P50_MS = 50.0
+TARGET_P99_MS = 200.0
+TARGET_READS = 3_000
+TARGET_READ_P99_MS = 20.0
+
+STATUSES = ("active", "backorder", "discontinued")
+SCHEMA = """
+CREATE TABLE public.items (
+    id bigint PRIMARY KEY,
+    sku text NOT NULL,
+    name text NOT NULL,
+    price numeric(12, 2) NOT NULL,
+    stock integer NOT NULL,
+    status text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+) WITH (autovacuum_enabled = false);
+CREATE TABLE public.marker (id int);
+"""
+VIEW_SQL = (
+    "SELECT id, sku, name, price, stock, status, updated_at FROM items WHERE status <> 'retired'"
+)
+UPDATE_ITEM = b"UPDATE public.items SET price = $1::numeric, stock = $2::int4, updated_at = now() WHERE id = $3::int8"  # noqa: E501
+PROBE_BASE = 1_000_000  # probe prices start here: no workload price reaches it
+
+
+@dataclass
+class Settings:
+    rows: int = 100_000
+    rate: int = 2_000  # workload changes/s while the probes run
+    writer_connections: int = 4
+    warmup_s: float = 5.0  # workload alone before the first probe
+    probes: int = 400
+    probe_spacing_s: tuple[float, float] = (0.05, 0.1)
+    probe_timeout_s: float = 10.0
+    poll_interval_s: float = 0.002
+    read_warmup_s: float = 3.0
+    read_seconds: float = 20.0
+    concurrency: int = 16
+    budget_s: float = 1500.0
+    profile: bool = False
+
+
+# --- the stack -------------------------------------------------------------------------------
+
+
+class Stack(transform.Stack):
+    """Transform's stack (broker, PostgreSQL, Redis, services as processes) in a dir of its own."""
+
+    def __init__(self, deadline: common.Deadline) -> None:
+        super().__init__(deadline)
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work = Path(tempfile.mkdtemp(prefix="freshet-bench-serve-"))
+        self.work.chmod(0o755)  # the postgres account must reach its data dir
+        self.serve_port = 0
+
+    def target_url(self) -> str:
+        assert self.pg is not None
+        password = urllib.parse.quote(self.pg.password, safe="")
+        return (
+            f"postgresql+psycopg://{self.pg.user}:{password}@{self.pg.host}:{self.pg.port}/"
+            f"{TARGET_DATABASE}"
+        )
+
+
+def load_items(conn: psycopg.Connection[Any], rows: int) -> float:
+    """COPY ``rows`` items (ids 1..rows) plus the probe row (id rows + 1); seconds it took."""
+    rng = random.Random(1)
+    started = time.monotonic()
+    copy = "COPY public.items (id, sku, name, price, stock, status) FROM STDIN"
+    with conn.transaction(), conn.cursor() as cur, cur.copy(copy) as cp:
+        for i in range(1, rows + 2):
+            cp.write_row(
+                (
+                    i,
+                    f"SKU-{i:08d}",
+                    f"Item {i}",
+                    f"{rng.randrange(100, 100_000) / 100:.2f}",
+                    rng.randrange(0, 500),
+                    rng.choice(STATUSES),
+                )
+            )
+    conn.execute("VACUUM ANALYZE public.items")
+    return time.monotonic() - started
+
+
+# --- control-plane side: the product and its key ---------------------------------------------
+
+
+def publish_product(stack: Stack, view: ViewSpec) -> tuple[ProductSpec, str]:
+    """The product over ``view`` (every field, one role without filter or mask) and an API key
+    that reads it, written to their control topics as control does; returns the key's secret
+    form."""
+    product = ProductSpec(
+        name=PRODUCT,
+        view=view.name,
+        fields=tuple(c.name for c in view.columns),
+        key=view.key,
+        columns=view.columns,
+        roles={ROLE: ProductRole()},
+    )
+    key_id = uuid.uuid4().hex[:12]
+    secret = uuid.uuid4().hex
+    key = ApiKeySpec(
+        id=key_id,
+        name="bench",
+        secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+        roles=(ROLE,),
+        products=(PRODUCT,),
+    )
+    producer = Producer(producer_config(stack.bootstrap))
+    produce_sync(
+        producer,
+        topics.CONTROL_PRODUCTS,
+        product.name.encode(),
+        codec.dumps(product.model_dump(mode="json")),
+    )
+    produce_sync(
+        producer, topics.CONTROL_KEYS, key_id.encode(), codec.dumps(key.model_dump(mode="json"))
+    )
+    producer.flush(10)
+    return product, f"fsk_{key_id}_{secret}"
+
+
+def wait_served(stack: Stack, api_key: str, key: int, timeout: float) -> float:
+    """Wait until serve answers 200 for row ``key`` (the view is ready: caught up once)."""
+    import httpx
+
+    started = time.monotonic()
+    limit = started + stack.deadline.cap(timeout)
+    url = f"http://127.0.0.1:{stack.serve_port}/v1/products/{PRODUCT}/rows/{key}"
+    last = ""
+    with httpx.Client(headers={"Authorization": f"Bearer {api_key}"}, timeout=5) as client:
+        while time.monotonic() < limit:
+            stack.check()
+            with contextlib.suppress(httpx.HTTPError):
+                r = client.get(url)
+                if r.status_code == 200:
+                    return time.monotonic() - started
+                last = f"{r.status_code} {r.text[:200]}"
+            time.sleep(0.2)
+    raise common.BenchError(f"serve did not serve row {key} within {timeout:.0f}s (last: {last})")
+
+
+# --- the workload: single-row UPDATEs at a fixed rate (its own process) -----------------------
+
+
+def _writer_main(
+    conninfo: str, rate: int, rows: int, connections: int, stop: Any, out_path: str
+) -> None:
+    """Child process: single-row UPDATE transactions (autocommit, prepared) of random items on a
+    fixed schedule of ``rate`` per second over ``connections`` connections, until ``stop`` is
+    set. Writes how many it committed, over which window, and the CPU it and its PostgreSQL
+    backends used."""
+    import gc
+
+    gc.disable()
+    conns = [psycopg.connect(conninfo, autocommit=True) for _ in range(connections)]
+    for conn in conns:
+        res = conn.pgconn.prepare(b"upd", UPDATE_ITEM)
+        if res.status != psycopg.pq.ExecStatus.COMMAND_OK:
+            raise RuntimeError((res.error_message or b"").decode())
+    backends = [conn.pgconn.backend_pid for conn in conns]
+    interval = connections / rate
+    done = [0] * connections
+    late = [0] * connections
+    errors: list[BaseException] = []
+
+    def work(j: int) -> None:
+        pgconn = conns[j].pgconn
+        rng = random.Random(100 + j)
+        try:
+            i = 0
+            while not stop.is_set():
+                delay = start + (j / connections + i) * interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                elif delay < -0.05:
+                    late[j] += 1
+                params = [
+                    f"{rng.randrange(100, 100_000) / 100:.2f}".encode(),
+                    str(rng.randrange(0, 500)).encode(),
+                    str(rng.randrange(1, rows + 1)).encode(),
+                ]
+                res = pgconn.exec_prepared(b"upd", params)
+                if res.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                    raise RuntimeError((res.error_message or b"").decode())
+                done[j] += 1
+                i += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(connections)]
+    cpu0 = time.process_time()
+    backends0 = sum(common.cpu_seconds(pid) for pid in backends)
+    start = time.monotonic() + 0.1
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    window = time.monotonic() - start
+    result = {
+        "committed": sum(done),
+        "late": sum(late),
+        "window_s": window,
+        "writer_cpu_s": time.process_time() - cpu0,
+        "backends_cpu_s": sum(common.cpu_seconds(pid) for pid in backends) - backends0,
+        "error": repr(errors[0]) if errors else None,
+    }
+    for conn in conns:
+        conn.close()
+    Path(out_path).write_bytes(orjson.dumps(result))
+
+
+# --- the probe: commit, then poll REST until the change is served (its own process) -----------
+
+
+def probe_marker(i: int) -> Decimal:
+    return Decimal(f"{PROBE_BASE + i}.25")
+
+
+def _probe_main(
+    conninfo: str,
+    url: str,
+    api_key: str,
+    probe_id: int,
+    probes: int,
+    spacing: tuple[float, float],
+    timeout: float,
+    poll_interval: float,
+    out_path: str,
+) -> None:
+    """Child process: ``probes`` times, UPDATE the probe row to a new unique price, then GET it
+    through serve until that price is served. Writes, per probe: COMMIT sent and returned, the
+    GET that first showed it sent and answered (ns, time.time_ns), the GETs it took and how many
+    of them failed (not 200, or no answer)."""
+    import gc
+
+    import httpx
+
+    gc.disable()
+    rng = random.Random(7)
+    results: list[tuple[int, int, int, int, int, int, int]] = []
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with (
+        psycopg.connect(conninfo, autocommit=True) as conn,
+        httpx.Client(headers=headers, timeout=5) as client,
+    ):
+        client.get(url)  # connected before the first probe
+        next_at = time.monotonic()
+        for i in range(probes):
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            marker = probe_marker(i)
+            before = time.time_ns()
+            conn.execute("UPDATE public.items SET price = %s WHERE id = %s", (marker, probe_id))
+            after = time.time_ns()
+            next_at = time.monotonic() + rng.uniform(*spacing)
+            sent = seen = polls = failed = 0
+            limit = time.monotonic() + timeout
+            while time.monotonic() < limit:
+                sent = time.time_ns()
+                try:
+                    r = client.get(url)
+                except httpx.HTTPError:
+                    failed += 1  # counted and reported; the probe goes on polling
+                    continue
+                got = time.time_ns()
+                polls += 1
+                if r.status_code == 200 and Decimal(str(r.json()["price"])) == marker:
+                    seen = got
+                    break
+                if r.status_code != 200:
+                    failed += 1
+                time.sleep(poll_interval)
+            results.append((i, before, after, sent if seen else 0, seen, polls, failed))
+    Path(out_path).write_bytes(orjson.dumps(results))
+
+
+class ViewArrivals:
+    """Stamps (``time.time_ns``, as each ``poll()`` returns it) the first arrival on the view
+    topic of the probe row with each probe price; started at the topic's end."""
+
+    def __init__(self, bootstrap: str, topic: str, probe_id: int) -> None:
+        self._consumer = Consumer(
+            consumer_config(
+                bootstrap,
+                f"bench-serve-{uuid.uuid4().hex[:8]}",
+                **{"fetch.wait.max.ms": 5, "fetch.min.bytes": 1},
+            )
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_END) for p in partitions_of(self._consumer, topic)]
+        )
+        self._probe_id = probe_id
+        # probe price -> (arrival ns, the record's Kafka timestamp in ms)
+        self.seen: dict[Decimal, tuple[int, int]] = {}
+        self.records = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="view-arrivals", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                msg = self._consumer.poll(0.05)
+                if msg is None:
+                    continue
+                now = time.time_ns()
+                raw, key = msg.value(), msg.key()
+                if msg.error() or raw is None or key is None:
+                    continue
+                self.records += 1
+                if orjson.loads(key).get("id") != self._probe_id:
+                    continue
+                price = Decimal(str(orjson.loads(raw)["price"]))
+                if price >= PROBE_BASE and price not in self.seen:
+                    self.seen[price] = (now, msg.timestamp()[1])
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+@dataclass
+class Freshness:
+    rate: int
+    committed: int  # workload UPDATEs during the phase
+    achieved_rate: float
+    late: int  # workload transactions started > 50 ms behind schedule
+    probes: int
+    missing: int  # probes never served within the timeout
+    missing_topic: int  # probes whose row never reached the view-topic consumer
+    to_rest_ms: list[float]  # COMMIT returned -> the GET that showed it answered
+    to_rest_sent_ms: list[float]  # COMMIT returned -> that GET was sent (the lower bound)
+    to_topic_ms: list[float]  # COMMIT returned -> the view row at a Kafka consumer
+    topic_to_rest_ms: list[float]  # view row at the consumer -> served (per probe, may be < 0)
+    to_produced_ms: list[float]  # COMMIT returned -> transform produced the view row (1 ms res.)
+    commit_ms: list[float]  # the probe UPDATE's own round trip
+    polls: float  # GETs per probe, mean
+    failed_polls: int  # GETs that were not answered 200
+    seconds: float
+    cpu: dict[str, float]  # share of one core per part
+    machine_busy: float
+    machine_steal: float
+    other_cpu: float  # share of one core used by processes that are not the benchmark's
+
+
+def _cpu_pids(stack: Stack) -> dict[str, int]:
+    return {
+        "serve": stack.pid("serve"),
+        "transform": stack.pid("transform"),
+        "ingest": stack.pid("ingest"),
+        "broker": stack.pid("kafka"),
+        "Redis": stack.pid("redis"),
+    }
+
+
+def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshness:
+    probe_id = settings.rows + 1
+    ctx = multiprocessing.get_context("spawn")
+    arrivals = ViewArrivals(stack.bootstrap, topics.view_topic(VIEW), probe_id)
+    stop = ctx.Event()
+    writer_out = stack.work / "writer.json"
+    probe_out = stack.work / "probe.json"
+    writer = ctx.Process(
+        target=_writer_main,
+        args=(
+            stack.conninfo(),
+            settings.rate,
+            settings.rows,
+            settings.writer_connections,
+            stop,
+            str(writer_out),
+        ),
+        name="bench-writer",
+    )
+    probe = ctx.Process(
+        target=_probe_main,
+        args=(
+            stack.conninfo(),
+            f"http://127.0.0.1:{stack.serve_port}/v1/products/{PRODUCT}/rows/{probe_id}",
+            api_key,
+            probe_id,
+            settings.probes,
+            settings.probe_spacing_s,
+            settings.probe_timeout_s,
+            settings.poll_interval_s,
+            str(probe_out),
+        ),
+        name="bench-probe",
+    )
+    pids = _cpu_pids(stack)
+    try:
+        time.sleep(1.0)  # the consumer is at the end
+        writer.start()
+        time.sleep(settings.warmup_s)
+        cpu0 = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
+        pg0 = common.tree_cpu_seconds(stack.pid("postgresql"))
+        machine0, own0, began = common.machine_cpu(), stack.own_cpu_seconds(), time.monotonic()
+        probe.start()
+        limit = time.monotonic() + stack.deadline.cap(
+            settings.probes * (settings.probe_spacing_s[1] + 1.0) + 60
+        )
+        while probe.is_alive() and time.monotonic() < limit:
+            stack.check()
+            if not writer.is_alive():
+                raise common.BenchError(f"the workload writer exited ({writer.exitcode})")
+            if arrivals.error is not None:
+                raise common.BenchError(f"the view-topic consumer failed: {arrivals.error}")
+            probe.join(0.5)
+        if probe.is_alive() or probe.exitcode != 0:
+            raise common.BenchError(f"the probe did not finish (exit code {probe.exitcode})")
+        seconds = time.monotonic() - began
+        cpu1 = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
+        pg1 = common.tree_cpu_seconds(stack.pid("postgresql"))
+        machine1, own1 = common.machine_cpu(), stack.own_cpu_seconds()
+        stop.set()
+        writer.join(30)
+        time.sleep(0.5)  # the last probes' rows reach the consumer
+    finally:
+        stop.set()
+        for proc in (probe, writer):
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(10)
+        arrivals.close()
+    work = orjson.loads(writer_out.read_bytes())
+    if work["error"]:
+        raise common.BenchError(f"the workload writer failed: {work['error']}")
+    probes = orjson.loads(probe_out.read_bytes())
+    to_rest, to_sent, to_topic, topic_to_rest, produced, commit = [], [], [], [], [], []
+    missing = missing_topic = 0
+    for i, before, after, sent, seen, _polls, _failed in probes:
+        commit.append((after - before) / 1e6)
+        if seen:
+            to_rest.append((seen - after) / 1e6)
+            to_sent.append(max(0, sent - after) / 1e6)
+        else:
+            missing += 1
+        arrived = arrivals.seen.get(probe_marker(i))
+        if arrived is None:
+            missing_topic += 1
+            continue
+        to_topic.append((arrived[0] - after) / 1e6)
+        produced.append(arrived[1] - after / 1e6)
+        if seen:
+            topic_to_rest.append((seen - arrived[0]) / 1e6)
+    cpu = {name: (cpu1[name] - cpu0[name]) / seconds for name in pids}
+    cpu["PostgreSQL (all backends)"] = (pg1 - pg0) / seconds
+    cpu["workload writer"] = work["writer_cpu_s"] / work["window_s"]
+    others = machine1.cpu_seconds_since(machine0) - (own1 - own0)
+    return Freshness(
+        rate=settings.rate,
+        committed=work["committed"],
+        achieved_rate=work["committed"] / work["window_s"],
+        late=work["late"],
+        probes=len(probes),
+        missing=missing,
+        missing_topic=missing_topic,
+        to_rest_ms=sorted(to_rest),
+        to_rest_sent_ms=sorted(to_sent),
+        to_topic_ms=sorted(to_topic),
+        topic_to_rest_ms=sorted(topic_to_rest),
+        to_produced_ms=sorted(produced),
+        commit_ms=sorted(commit),
+        polls=sum(p[5] for p in probes) / max(1, len(probes)),
+        failed_polls=sum(p[6] for p in probes),
+        seconds=seconds,
+        cpu=cpu,
+        machine_busy=machine1.busy_since(machine0),
+        machine_steal=machine1.steal_since(machine0),
+        other_cpu=max(0.0, others) / seconds,
+    )
+
+
+# --- point reads: the load generator (its own process) ---------------------------------------
+
+
+@dataclass
+class LoadSpec:
+    """What the load generator reads, and how hard."""
+
+    mode: str  # "http" (serve) or "redis" (the same reads straight from Redis)
+    port: int
+    rows: int
+    concurrency: int
+    warmup_s: float
+    seconds: float
+    api_key: str = ""
+    redis_root: str = ""
+
+
+def _resp(*parts: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+async def _read_bulk(reader: asyncio.StreamReader) -> bytes | None:
+    line = await reader.readline()
+    if not line.startswith(b"$"):
+        raise ValueError(f"unexpected Redis reply {line[:80]!r}")
+    n = int(line[1:-2])
+    if n < 0:
+        return None
+    return (await reader.readexactly(n + 2))[:-2]
+
+
+async def _loadgen(spec: LoadSpec) -> dict[str, Any]:
+    from freshet.serve.materialize.keys import tuple_encoder
+    from freshet.serve.materialize.stores.redis import RedisKeys
+
+    encode = tuple_encoder(["int8"])
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+    measure_from = start + spec.warmup_s
+    end = measure_from + spec.seconds
+    latencies: list[int] = []
+    counts = {"ok": 0, "errors": 0, "warmup": 0}
+    first_error: list[str] = []
+    prefix = f"GET /v1/products/{PRODUCT}/rows/".encode()
+    host = f"Host: 127.0.0.1:{spec.port}\r\n"
+    suffix = f" HTTP/1.1\r\n{host}Authorization: Bearer {spec.api_key}\r\n\r\n".encode()
+    gen_key = RedisKeys(spec.redis_root, VIEW).gen.encode()
+
+    async def one_http(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: int
+    ) -> str | None:
+        writer.write(prefix + str(key).encode() + suffix)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        at = lower.find(b"\r\ncontent-length:")
+        if at < 0:
+            raise ValueError("a response without content-length")
+        length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
+        body = await reader.readexactly(length)
+        if status != 200:
+            return f"HTTP {status}: {body[:200]!r}"
+        if orjson.loads(body).get("id") != key:
+            return f"wrong row for key {key}: {body[:200]!r}"
+        return None
+
+    async def one_redis(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: int
+    ) -> str | None:
+        writer.write(_resp(b"HGET", gen_key, b"ready"))
+        ready = await _read_bulk(reader)
+        if ready is None:
+            return "no ready generation"
+        rows = RedisKeys(spec.redis_root, VIEW, int(ready)).rows.encode()
+        writer.write(_resp(b"HGET", rows, encode([key])))
+        raw = await _read_bulk(reader)
+        if raw is None:
+            return f"no row for key {key}"
+        if orjson.loads(raw).get("id") != key:
+            return f"wrong row for key {key}"
+        return None
+
+    one = one_http if spec.mode == "http" else one_redis
+
+    async def client(n: int) -> None:
+        rng = random.Random(n)
+        reader, writer = await asyncio.open_connection("127.0.0.1", spec.port)
+        while loop.time() < start:
+            await asyncio.sleep(0.01)
+        try:
+            while True:
+                t0 = loop.time()
+                if t0 >= end:
+                    return
+                sent = time.perf_counter_ns()
+                try:
+                    problem = await one(reader, writer, rng.randrange(1, spec.rows + 1))
+                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", spec.port)
+                took = time.perf_counter_ns() - sent
+                if t0 < measure_from:
+                    counts["warmup"] += 1
+                elif problem is None:
+                    counts["ok"] += 1
+                    latencies.append(took)
+                else:
+                    counts["errors"] += 1
+                    if not first_error:
+                        first_error.append(problem)
+        finally:
+            writer.close()
+
+    cpu0 = time.process_time()
+    await asyncio.gather(*(client(n) for n in range(spec.concurrency)))
+    return {
+        "latencies_ns": latencies,
+        "ok": counts["ok"],
+        "errors": counts["errors"],
+        "warmup": counts["warmup"],
+        "first_error": first_error[0] if first_error else "",
+        "seconds": spec.seconds,
+        "cpu_s": time.process_time() - cpu0,
+    }
+
+
+def _loadgen_main(spec: LoadSpec, out_path: str) -> None:
+    """Child process: run the load generator (on uvloop when installed) and write its results."""
+    import gc
+
+    gc.disable()
+    try:
+        import uvloop
+
+        result = uvloop.run(_loadgen(spec))
+    except ImportError:
+        result = asyncio.run(_loadgen(spec))
+    Path(out_path).write_bytes(orjson.dumps(result))
+
+
+@dataclass
+class Reads:
+    mode: str
+    concurrency: int
+    ok: int
+    errors: int
+    first_error: str
+    seconds: float
+    latency_ms: list[float]
+    loadgen_cpu: float  # share of one core
+    cpu: dict[str, float]  # share of one core: serve, Redis
+    machine_busy: float
+    machine_steal: float
+    other_cpu: float
+    profile: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else float("nan")
+
+
+def measure_reads(stack: Stack, spec: LoadSpec, profile: bool = False) -> Reads:
+    ctx = multiprocessing.get_context("spawn")
+    out = stack.work / f"reads-{spec.mode}.json"
+    proc = ctx.Process(target=_loadgen_main, args=(spec, str(out)), name="bench-loadgen")
+    pids = {"serve": stack.pid("serve"), "Redis": stack.pid("redis")}
+    proc.start()
+    # Sample the CPU over the measured window only (the child starts, then warms up).
+    time.sleep(1.0 + spec.warmup_s)
+    cpu0 = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
+    machine0, own0, began = common.machine_cpu(), stack.own_cpu_seconds(), time.monotonic()
+    profiler = (
+        transform.start_profiler(stack, stack.pid("serve"), f"serve-{spec.mode}")
+        if profile
+        else None
+    )
+    summary = ""
+    try:
+        proc.join(stack.deadline.cap(spec.seconds + 120))
+    finally:
+        if profiler is not None:
+            summary = _stop_profiler(stack, profiler, f"serve-{spec.mode}")
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(10)
+    seconds = time.monotonic() - began
+    cpu1 = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
+    machine1, own1 = common.machine_cpu(), stack.own_cpu_seconds()
+    if proc.exitcode != 0:
+        raise common.BenchError(f"the load generator failed (exit code {proc.exitcode})")
+    result = orjson.loads(out.read_bytes())
+    return Reads(
+        mode=spec.mode,
+        concurrency=spec.concurrency,
+        ok=result["ok"],
+        errors=result["errors"],
+        first_error=result["first_error"],
+        seconds=result["seconds"],
+        latency_ms=sorted(v / 1e6 for v in result["latencies_ns"]),
+        loadgen_cpu=result["cpu_s"] / (result["seconds"] + spec.warmup_s),
+        cpu={name: (cpu1[name] - cpu0[name]) / seconds for name in pids},
+        machine_busy=machine1.busy_since(machine0),
+        machine_steal=machine1.steal_since(machine0),
+        other_cpu=max(0.0, machine1.cpu_seconds_since(machine0) - (own1 - own0)) / seconds,
+        profile=summary,
+    )
+
+
+def _stop_profiler(stack: Stack, proc: Any, name: str) -> str:
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
+    with contextlib.suppress(Exception):
+        proc.wait(30)
+    path = stack.work / f"profile-{name}.txt"
+    if not path.exists():
+        return ""
+    kept = Path(tempfile.gettempdir()) / f"freshet-bench-serve-profile-{name}.txt"
+    shutil.copy(path, kept)
+    print(f"bench: py-spy samples (raw, collapsed, with idle) in {kept}", file=sys.stderr)
+    return transform.summarize_profile(path.read_text(), "MainThread")
+
+
+# --- the whole run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    settings: Settings
+    tansu_version: str
+    load_before: str
+    pg_version: str = ""
+    redis_version: str = ""
+    load_s: float = 0.0
+    ingest_s: float = 0.0
+    view_s: float = 0.0
+    served_s: float = 0.0
+    serve_ready_s: float = 0.0
+    fresh: Freshness | None = None
+    reads: list[Reads] = field(default_factory=list)
+    total_s: float = 0.0
+    load_after: str = ""
+
+
+def _log(fmt: str, *args: Any) -> None:
+    print("bench serve: " + (fmt % args if args else fmt), file=sys.stderr, flush=True)
+
+
+def run(settings: Settings | None = None) -> Result:
+    settings = settings or Settings()
+    began = time.monotonic()
+    result = Result(settings, tansu_version(), common.load_average())
+    stack = Stack(common.Deadline(settings.budget_s))
+    status: transform.Follower | None = None
+    positions: transform.Follower | None = None
+    try:
+        _log("starting Tansu, PostgreSQL (fsync on) and Redis in %s", stack.work)
+        stack.start_servers()
+        result.pg_version, result.redis_version = stack.pg_version, stack.redis_version
+        assert stack.pg is not None
+        with psycopg.connect(stack.pg.conninfo(), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {TARGET_DATABASE}")
+        with stack.connect() as conn:
+            conn.execute(SCHEMA)
+            result.load_s = load_items(conn, settings.rows)
+        _log("loaded %d items in %.1fs", settings.rows + 1, result.load_s)
+        stack.start_service(
+            "ingest",
+            {
+                "FRESHET_INGEST_PORT": str(servers.free_port()),
+                "FRESHET_INGEST_SPOOL_DIR": str(stack.work / "spool"),
+            },
+        )
+        transform_port = servers.free_port()
+        stack.start_service(
+            "transform",
+            {
+                "FRESHET_REDIS_URL": stack.redis_url,
+                "FRESHET_TRANSFORM_PORT": str(transform_port),
+                "FRESHET_TRANSFORM_DATA_DIR": str(stack.work / "transform"),
+            },
+        )
+        stack.serve_port = servers.free_port()
+        stack.start_service(
+            "serve",
+            {
+                "FRESHET_REDIS_URL": stack.redis_url,
+                "FRESHET_SERVE_PORT": str(stack.serve_port),
+                "FRESHET_TARGET_DATABASE_URL": stack.target_url(),
+            },
+        )
+        status = transform.Follower(stack.bootstrap, topics.STATUS)
+        positions = transform.Follower(stack.bootstrap, topics.POSITIONS)
+        control = Control(stack.bootstrap, SecretStr(stack.secret_key))
+        transform.wait_http(f"http://127.0.0.1:{transform_port}/health", stack, 90)
+        result.serve_ready_s = transform.wait_http(
+            f"http://127.0.0.1:{stack.serve_port}/health", stack, 90
+        )
+
+        started = time.monotonic()
+        transform.register_source(stack, SOURCE, ("public.items",))
+        lsn = transform.end_of_writes(stack)
+        transform.wait_ingested(stack, positions, SOURCE, lsn, 300)
+        result.ingest_s = time.monotonic() - started
+        _log("ingest snapshot of %d items in Kafka after %.1fs", settings.rows + 1, result.ingest_s)
+
+        started = time.monotonic()
+        catalog = control.catalog({f"{SOURCE}.public.items"})
+        view = control.add_view(VIEW, VIEW_SQL, catalog)
+
+        def applied() -> bool | None:
+            for _t, st in transform.statuses_of(status, VIEW):
+                if st.state == "error":
+                    raise common.BenchError(f"view {VIEW} failed: {st.reason}")
+                if st.applied.get(SOURCE, -1) >= lsn:
+                    return True
+            return None
+
+        status.wait(applied, stack, 600, f"view {VIEW} applying the snapshot")
+        result.view_s = time.monotonic() - started
+        _log("view %s applied the snapshot in %.1fs", VIEW, result.view_s)
+        started = time.monotonic()
+        _product, api_key = publish_product(stack, view)
+        wait_served(stack, api_key, settings.rows + 1, 600)
+        result.served_s = time.monotonic() - started
+        _log("serve serves product %s after %.1fs more", PRODUCT, result.served_s)
+
+        _log(
+            "freshness: %d probes under %d changes/s of single-row UPDATEs",
+            settings.probes,
+            settings.rate,
+        )
+        fr = result.fresh = measure_freshness(stack, settings, api_key)
+        _log(
+            "freshness: commit -> REST p50 %s p99 %s; commit -> view topic p50 %s p99 %s; "
+            "workload %.0f changes/s, missing %d/%d",
+            common.fmt_ms(common.percentile(fr.to_rest_ms, 50)),
+            common.fmt_ms(common.percentile(fr.to_rest_ms, 99)),
+            common.fmt_ms(common.percentile(fr.to_topic_ms, 50)),
+            common.fmt_ms(common.percentile(fr.to_topic_ms, 99)),
+            fr.achieved_rate,
+            fr.missing,
+            fr.missing_topic,
+        )
+        time.sleep(3.0)  # the pipeline drains the last workload changes
+        redis_port = urllib.parse.urlsplit(stack.redis_url).port or 6379
+        for mode in ("http", "redis"):
+            spec = LoadSpec(
+                mode=mode,
+                port=stack.serve_port if mode == "http" else redis_port,
+                rows=settings.rows,
+                concurrency=settings.concurrency,
+                warmup_s=settings.read_warmup_s,
+                seconds=settings.read_seconds,
+                api_key=api_key,
+                redis_root=REDIS_ROOT,
+            )
+            _log("point reads (%s), concurrency %d", mode, spec.concurrency)
+            reads = measure_reads(stack, spec, profile=settings.profile and mode == "http")
+            result.reads.append(reads)
+            _log(
+                "point reads (%s): %s/s, p50 %s p99 %s, errors %d %s",
+                mode,
+                common.fmt_int(reads.rate),
+                common.fmt_ms(common.percentile(reads.latency_ms, 50)),
+                common.fmt_ms(common.percentile(reads.latency_ms, 99)),
+                reads.errors,
+                reads.first_error,
+            )
+            if reads.profile:
+                print(reads.profile, file=sys.stderr)
+        result.total_s = time.monotonic() - began
+        result.load_after = common.load_average()
+        return result
+    except BaseException:
+        stack.failed = True
+        for name, (_proc, log) in stack.services.items():
+            print(f"bench: last lines of {name}.log:\n{common.tail(log)}", file=sys.stderr)
+        raise
+    finally:
+        for follower in (status, positions):
+            if follower is not None:
+                with contextlib.suppress(Exception):
+                    follower.close()
+        stack.close()
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _quantiles(values: list[float]) -> str:
+    pct = common.percentile
+    return " | ".join(
+        common.fmt_ms(v)
+        for v in (
+            pct(values, 50),
+            pct(values, 95),
+            pct(values, 99),
+            values[-1] if values else float("nan"),
+        )
+    )
+
+
+def _shares(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {100 * share:.0f}%" for name, share in cpu.items())
+
+
+def report(r: Result) -> str:
+    s, fr = r.settings, r.fresh
+    assert fr is not None and r.reads
+    pct = common.percentile
+    p50, p99 = pct(fr.to_rest_ms, 50), pct(fr.to_rest_ms, 99)
+    http = next(x for x in r.reads if x.mode == "http")
+    direct = next(x for x in r.reads if x.mode == "redis")
+    read_p99 = pct(http.latency_ms, 99)
+    lines = [
+        *common.machine_lines(
+            [
+                ("Load average before the run", r.load_before),
+                ("Broker", f"{r.tansu_version}, memory storage"),
+                ("PostgreSQL", r.pg_version),
+                ("Redis", r.redis_version),
+            ]
+        ),
+        "- Reproduce: `make bench-serve` (or `.venv/bin/python -m bench.run serve`; `--profile` "
+        "samples serve with py-spy during the point reads)",
+        "",
+        f"Freshness through serve: {fr.probes} probes, each an UPDATE of one probe row "
+        f"committed every {1000 * s.probe_spacing_s[0]:.0f}-{1000 * s.probe_spacing_s[1]:.0f} "
+        f"ms, while a workload committed {fr.achieved_rate:,.0f} single-row UPDATEs/s (set: "
+        f"{fr.rate:,}/s) to random rows of the same table; COMMIT returned -> the new value "
+        f"visible (target p50 <= {TARGET_P50_MS:.0f} ms, p99 <= {TARGET_P99_MS:.0f} ms):",
+        "",
+        "| path, same probes | p50 | p95 | p99 | max | vs target |",
+        "|---|---|---|---|---|---|",
+        f"| **COMMIT -> row served by `GET /v1/products/{PRODUCT}/rows/<key>`** (missing "
+        f"{fr.missing}) | {_quantiles(fr.to_rest_ms)} | p50 "
+        f"{_verdict(not fr.missing and p50 <= TARGET_P50_MS)}, p99 "
+        f"{_verdict(not fr.missing and p99 <= TARGET_P99_MS)} |",
+        f"| baseline: COMMIT -> the view row at a Kafka consumer of `{topics.view_topic(VIEW)}` "
+        f"(missing {fr.missing_topic}) | {_quantiles(fr.to_topic_ms)} | |",
+        f"| what serve adds: view row at that consumer -> served, per probe "
+        f"| {_quantiles(fr.topic_to_rest_ms)} | |",
+        "| COMMIT -> transform produced the view row (the record's timestamp, 1 ms resolution) "
+        f"| {_quantiles(fr.to_produced_ms)} | |",
+        f"| COMMIT -> the GET that first showed it was sent (the lower bound) "
+        f"| {_quantiles(fr.to_rest_sent_ms)} | |",
+        f"| the probe UPDATE's own round trip (COMMIT included, fsync on) "
+        f"| {_quantiles(fr.commit_ms)} | |",
+        "",
+        f"Point reads: a load generator in its own process reads random keys of the "
+        f"{s.rows + 1:,}-row product over {s.concurrency} keep-alive connections for "
+        f"{s.read_seconds:.0f} s (after {s.read_warmup_s:.0f} s of warm-up), the workload "
+        f"stopped (target >= {TARGET_READS:,} reads/s with p99 <= {TARGET_READ_P99_MS:.0f} ms):",
+        "",
+        "| reads, same run | reads/s | p50 | p95 | p99 | max | errors | vs target |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| **`GET /v1/products/{PRODUCT}/rows/<key>` through serve** | "
+        f"**{common.fmt_int(http.rate)}** | {_quantiles(http.latency_ms)} | {http.errors} | "
+        f"rate {_verdict(not http.errors and http.rate >= TARGET_READS)}, p99 "
+        f"{_verdict(not http.errors and read_p99 <= TARGET_READ_P99_MS)} |",
+        f"| baseline: the same reads in Redis directly (`HGET` ready generation, `HGET` row) | "
+        f"**{common.fmt_int(direct.rate)}** | {_quantiles(direct.latency_ms)} | "
+        f"{direct.errors} | |",
+        "",
+        f"Serve answered {100 * http.rate / direct.rate:.0f}% of the direct Redis reads' rate; "
+        f"CPU while reading through serve: {_shares(http.cpu)}, load generator "
+        f"{100 * http.loadgen_cpu:.0f}%; machine busy (steal) {100 * http.machine_busy:.0f}% "
+        f"({100 * http.machine_steal:.0f}%); directly from Redis: {_shares(direct.cpu)}, load "
+        f"generator {100 * direct.loadgen_cpu:.0f}%.",
+        "",
+        "How it was measured:",
+        "",
+        f"- Servers: {r.tansu_version} (memory storage), PostgreSQL {r.pg_version} (`fsync=on`, "
+        f"`wal_level=logical`) and Redis {r.redis_version} (append-only file, `everysec`), all on "
+        "127.0.0.1 and started by the benchmark in a temporary directory. Ingest, transform and "
+        "serve run as their own processes (`python -m freshet.<service>`, default settings, "
+        f"{transform.PARTITIONS} partitions per topic); serve materializes into Redis and into "
+        "its PostgreSQL target database (as `make run` runs it) and was healthy "
+        f"{r.serve_ready_s:.1f} s after it started. The source (`snapshot: initial`), the view, "
+        "the product and the API key are written to their `freshet.control.*` topics, as control "
+        "does. The machine is a shared 2-vCPU VM: compare figures within one run.",
+        f"- Data: table `items` (bigint key, text, text, numeric(12,2), int, text, timestamptz), "
+        f"{s.rows + 1:,} rows COPYed in {r.load_s:.1f} s before the source was registered; "
+        f"ingest had its snapshot in Kafka after {r.ingest_s:.1f} s. View {VIEW} = "
+        f"`{VIEW_SQL}` (a projection and a filter; every row passes it) applied the snapshot "
+        f"{r.view_s:.1f} s after it was registered; serve served product `{PRODUCT}` (every "
+        f"field, role `{ROLE}` without row filter or mask) {r.served_s:.1f} s after that.",
+        f"- Freshness: the workload is a separate process committing `UPDATE items SET price, "
+        f"stock, updated_at WHERE id = <random>` (autocommit, prepared) on a fixed schedule "
+        f"over {s.writer_connections} connections; {fr.committed:,} UPDATEs during the probes "
+        f"({fr.late} started more than 50 ms late), after {s.warmup_s:.0f} s of warm-up. The "
+        "probe is another process: it UPDATEs the probe row (a key the workload never touches) "
+        "to a new unique price, then GETs it through serve with httpx (keep-alive) every "
+        f"{1000 * s.poll_interval_s:.0f} ms until that price is served ({fr.polls:.1f} GETs per "
+        f"probe on average, {fr.failed_polls} of all of them not answered 200); the latency "
+        "ends when the GET that showed it returned. The baseline "
+        "consumer (confluent-kafka, assigned, `fetch.wait.max.ms=5`, started before the "
+        "workload) stamps each record as `poll()` returns it. One host, one clock. During the "
+        f"probes ({fr.seconds:.0f} s), share of one core: {_shares(fr.cpu)}; machine busy "
+        f"(steal) {100 * fr.machine_busy:.0f}% ({100 * fr.machine_steal:.0f}%), "
+        f"{100 * fr.other_cpu:.0f}% of one core used by processes that are not the benchmark's.",
+        f"- Point reads: the load generator is a separate process (uvloop, {s.concurrency} "
+        "concurrent clients, each with its own connection, sending one request at a time and "
+        "timing it from send to the last byte of the answer; it checks that each answer is 200 "
+        "and carries the row asked for). Serve's path per read: API-key check, grant, the "
+        "view's ready generation, the row from Redis, the role's view of it, JSON. The baseline "
+        "client speaks RESP over the same kind of connection and does the two Redis round trips "
+        "serve does, decoding the row. Keys uniform over the whole table. The load generator "
+        f"and serve share the 2 vCPUs; the VM's other load: {100 * http.other_cpu:.0f}% / "
+        f"{100 * direct.other_cpu:.0f}% of one core during the two runs.",
+        f"- Whole benchmark: {r.total_s:.0f} s; load average after it: {r.load_after}.",
+    ]
+    return "\n".join(lines) + "\n"
