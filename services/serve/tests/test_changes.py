@@ -174,6 +174,20 @@ def _headers(key: str, last_event_id: str | None = None) -> dict[str, str]:
     return headers
 
 
+def _stream_connections(api: ServeApi, expected: int) -> int:
+    """Redis connections of change streams, once there are ``expected`` (or after a timeout).
+
+    This test's Redis serves one test at a time.
+    """
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        clients = api.redis.client_list()
+        found = sum(1 for c in clients if c.get("name") == changes_module.CLIENT_NAME)
+        if found == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def _ready(client: TestClient, product: str, *keys: str) -> str:
     """Wait until the catalog knows the product and the keys; the changes path."""
     for key in keys:
@@ -225,7 +239,11 @@ def test_upserts_and_deletes_arrive_in_order_and_resume_after_an_id(
             assert Events(response).events(3) == want
         query = {"last_event_id": "not an id"}
         with client.stream("GET", path, headers=_headers(key, ids[2]), params=query) as response:
-            assert Events(response).events(1) == want[1:2]
+            assert Events(response).events(3) == [*want[1:], ("upsert", _shown(_row(8, "EU")))]
+            # A stream waits for changes on a Redis connection of its own...
+            assert _stream_connections(api, 1) == 1
+        # ... closed when its client goes.
+        assert _stream_connections(api, 0) == 0
 
 
 def test_each_role_sees_its_filter_and_masks(api: ServeApi, writer: Writer) -> None:

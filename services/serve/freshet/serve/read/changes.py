@@ -48,6 +48,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -67,6 +68,8 @@ the disconnect), or fails its next write."""
 READ_COUNT = 500
 """Stream entries read per round trip at most."""
 CONNECT_TIMEOUT_S = 1.0
+CLIENT_NAME = "freshet-serve-changes"
+"""The Redis client name of a stream's blocking connection (``CLIENT LIST`` shows them)."""
 
 START = "0-0"
 """The stream position before its first entry."""
@@ -186,6 +189,7 @@ def blocking_client(url: str) -> Redis:
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=BLOCK_S + CONNECT_TIMEOUT_S + 5.0,
         single_connection_client=True,
+        client_name=CLIENT_NAME,
     )
 
 
@@ -240,7 +244,10 @@ class ChangeFeed:
             log.warning("changes of %s: Redis failed: %s", self._view.name, exc)
             yield error(503, "serve cannot read Redis: reconnect with the last event id")
         finally:
-            await self._blocking.aclose()
+            # A stream ends by cancellation when its client goes: close the connection all the
+            # same (a cancelled scope would cancel the close too).
+            with anyio.CancelScope(shield=True):
+                await self._blocking.aclose()
 
     async def _events(self, start: Position | None, snapshot: bool) -> AsyncIterator[bytes]:
         view = self._view
