@@ -136,6 +136,33 @@ def filter_value_schema(type_: str) -> dict[str, Any]:
     return {"type": "string"}
 
 
+_EVENT_ID = {"type": "string", "pattern": r"^g[0-9]{1,18}-[0-9]{1,20}-[0-9]{1,20}$"}
+
+
+def _changes_params() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "description": "Resume after this event id (what EventSource sends on reconnect).",
+            "schema": _EVENT_ID,
+        },
+        {
+            "name": "last_event_id",
+            "in": "query",
+            "description": "Resume after this event id (the Last-Event-ID header wins).",
+            "schema": _EVENT_ID,
+        },
+        {
+            "name": "snapshot",
+            "in": "query",
+            "description": "Without an event id: send every row first, then follow.",
+            "schema": {"type": "boolean", "default": False},
+        },
+        *_wait_params(),
+    ]
+
+
 def _filter_params(product: ProductSpec, grant: Grant) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for column in product.columns:
@@ -284,12 +311,13 @@ def product_paths(product: ProductSpec, grant: Grant) -> dict[str, Any]:
                 "description": "Each event is an upsert (data: the row) or a delete (data: the "
                 "key); resume after a disconnect with the Last-Event-ID header.",
                 "tags": [name],
+                "parameters": _changes_params(),
                 "responses": {
                     "200": {
                         "description": "An event stream",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    **_errors(400, 401, 403, 410, 503),
+                    **_errors(400, 401, 403, 410, 503, 504),
                 },
             }
         },
