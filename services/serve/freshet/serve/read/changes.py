@@ -74,6 +74,8 @@ CLIENT_NAME = "freshet-serve-changes"
 START = "0-0"
 """The stream position before its first entry."""
 
+_STREAM_ID_MAX = 2**64 - 1
+"""Each of the two numbers of a Redis stream id is a 64-bit unsigned integer."""
 _EVENT_ID = re.compile(r"^g(\d{1,18})-(\d{1,20}-\d{1,20})$")
 
 _READ_AFTER = """
@@ -122,12 +124,14 @@ def parse_event_id(text: str) -> Position:
         BadRequest: not an id this API sends.
     """
     match = _EVENT_ID.match(text.strip())
-    if match is None:
+    parts = [int(p) for p in match.group(2).split("-")] if match is not None else []
+    if match is None or any(p > _STREAM_ID_MAX for p in parts):
+        # A part past 64 bits is no stream id: Redis would refuse it once the stream started.
         raise BadRequest(
             "Last-Event-ID: not an event id of this API (g<generation>-<ms>-<seq>); reconnect "
             "without it to follow from now"
         )
-    return Position(int(match.group(1)), match.group(2))
+    return Position(int(match.group(1)), f"{parts[0]}-{parts[1]}")
 
 
 def parse_snapshot(text: str | None) -> bool:
