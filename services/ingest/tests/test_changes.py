@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from freshet.common import codec
 from freshet.ingest.sink import KafkaSink
+from freshet.ingest.sources.postgres import changes
 from freshet.ingest.sources.postgres.changes import ChangeWriter
 from freshet.ingest.sources.postgres.client import ColumnMeta, TableMeta
 from freshet.ingest.sources.postgres.pgoutput import UNCHANGED_TOAST, Decoder
@@ -148,3 +152,53 @@ def test_fast_path_is_taken_for_text_rows_only(tmp_path):
     sink = _run(Spy, messages, tmp_path)
     assert taken == ["c:False", "c:True", "c:False", "u:True"]
     assert [event["op"] for _, _, event in sink.sent] == ["c", "c", "c", "u"]
+
+
+class HeaderSink(RecordingSink):
+    """Keeps each event's traceparent header next to its key."""
+
+    def send(self, topic, key, value, headers=None) -> None:
+        self.sent.append((topic, codec.loads(key) if key else None, dict(headers or {})))
+
+
+def test_one_span_per_drained_batch_of_transactions(tmp_path, monkeypatch):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()  # this test's own, every span sampled
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(changes, "_tracer", provider.get_tracer("test"))
+    sink = HeaderSink()
+    writer = ChangeWriter("src", "db", sink, lambda relid: META, lambda topic: None, tmp_path)
+    decoder = Decoder(writer)
+    decoder.decode(_relation(), 1)
+
+    def transaction(i: int) -> None:
+        decoder.decode(b"B" + struct.pack(">QqI", 9000 + i, 0, 100 + i), 2)
+        decoder.decode(b"I" + struct.pack(">I", META.oid) + b"N" + _tuple(_row(rng, i)), 3)
+        writer.end_span()  # inside a transaction: ignored, the transaction keeps its span
+        decoder.decode(b"I" + struct.pack(">I", META.oid) + b"N" + _tuple(_row(rng, -i)), 4)
+        decoder.decode(b"C" + struct.pack(">BQQq", 0, 9000 + i, 9100 + i, 0), 5)
+
+    rng = random.Random(7)
+    for i in range(3):  # one batch, as the stream drains after it
+        transaction(i)
+    writer.end_span()
+    transaction(3)  # the next batch
+    writer.end_span()
+    writer.end_span()  # nothing open: harmless
+    for i in range(4, 4 + 2 * changes.SPAN_MAX_TRANSACTIONS + 1):  # a backlog never drains
+        transaction(i)
+    writer.close()
+    sink._producer.purge()
+
+    spans = exporter.get_finished_spans()
+    counts = [span.attributes["freshet.transactions"] for span in spans]
+    assert counts == [3, 1, changes.SPAN_MAX_TRANSACTIONS, changes.SPAN_MAX_TRANSACTIONS, 1]
+    assert {span.name for span in spans} == {"ingest.transactions"}
+    assert spans[0].attributes["db.postgresql.xid"] == 100
+    assert spans[0].attributes["db.postgresql.last_xid"] == 102
+    # Each event names the span of its batch: the first 6 events the first span, and so on.
+    names = [f"{s.context.trace_id:032x}-{s.context.span_id:016x}" for s in spans]
+    expected = [names[0]] * 6 + [names[1]] * 2
+    for n in range(3):
+        expected += [names[2 + n]] * 2 * counts[2 + n]
+    assert [headers["traceparent"].decode()[3:-3] for _, _, headers in sink.sent] == expected

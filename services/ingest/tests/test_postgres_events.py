@@ -204,7 +204,7 @@ def test_snapshot_then_stream_every_type_and_operation(ingest, reader, pg_databa
     assert commit_lsns == sorted(commit_lsns)
     # Trace context travels in the headers.
     assert all("traceparent" in r.headers for r in ev)
-    _assert_spans_exported(ingest.settings.kafka_bootstrap, unique)
+    _assert_spans_exported(ingest.settings.kafka_bootstrap, unique, ev)
     status = ingest.wait_status(
         unique,
         lambda s: (
@@ -218,8 +218,9 @@ def test_snapshot_then_stream_every_type_and_operation(ingest, reader, pg_databa
     )
 
 
-def _assert_spans_exported(bootstrap, source):
-    """The transaction spans reach the otlp_spans topic as OTLP protobuf."""
+def _assert_spans_exported(bootstrap, source, records):
+    """The ``ingest.transactions`` spans reach the otlp_spans topic as OTLP protobuf, and the
+    trace context in each event's headers names one of them (every span is sampled here)."""
     import time
 
     from confluent_kafka import Consumer
@@ -227,6 +228,12 @@ def _assert_spans_exported(bootstrap, source):
 
     from freshet.common.kafka import consumer_config, read_to_end
 
+    wanted = set()
+    for record in records:
+        version, trace_id, span_id, flags = record.headers["traceparent"].decode().split("-")
+        assert version == "00" and int(flags, 16) & 1, record.headers["traceparent"]  # sampled
+        wanted.add((trace_id, span_id))
+    found: set[tuple[str, str]] = set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         consumer = Consumer(consumer_config(bootstrap, f"spans-{time.time_ns()}"))
@@ -239,14 +246,19 @@ def _assert_spans_exported(bootstrap, source):
                     }
                     for scope in resource_spans.scope_spans:
                         for span in scope.spans:
-                            attrs = {a.key: a.value.string_value for a in span.attributes}
+                            attrs = {a.key: a.value for a in span.attributes}
                             if (
-                                span.name == "ingest.transaction"
-                                and attrs.get("freshet.source") == source
+                                span.name == "ingest.transactions"
+                                and attrs["freshet.source"].string_value == source
                                 and service["service.name"] == "freshet-ingest"
                             ):
-                                return
+                                assert attrs["freshet.transactions"].int_value >= 1
+                                found.add((span.trace_id.hex(), span.span_id.hex()))
         finally:
             consumer.close()
+        if found >= wanted:
+            return
         time.sleep(1)
-    raise AssertionError("no ingest.transaction span of this source on otlp_spans")
+    raise AssertionError(
+        f"spans named by the events' traceparent headers not on otlp_spans: {wanted - found}"
+    )

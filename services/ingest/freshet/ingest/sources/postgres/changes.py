@@ -4,6 +4,12 @@ Ordinary transactions arrive whole after their commit and are produced as they a
 Large transactions that PostgreSQL streams while in progress (pgoutput v2, ``streaming=on``)
 are spooled to a file per transaction, never held in memory, and produced when Stream Commit
 arrives (or discarded on Stream Abort; an aborted subtransaction's changes are skipped).
+
+Tracing: one ``ingest.transactions`` span covers the transactions written between two calls of
+:meth:`ChangeWriter.end_span` (the stream calls it whenever it has drained what the server sent,
+and a span never covers more than :data:`SPAN_MAX_TRANSACTIONS`). Every event carries that span's
+W3C context in its headers. A span per transaction cost about 12 us of CPU each, a sixth of
+what a single-row transaction cost in all.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from freshet.ingest.sources.postgres.pgoutput import Relation, TextFields, Tuple
 from freshet.ingest.sources.postgres.values import Converter, converter, is_text
 
 _tracer = trace.get_tracer("freshet.ingest")
+
+SPAN_MAX_TRANSACTIONS = 100
+"""An ``ingest.transactions`` span ends after this many transactions even if the stream never
+drains (a backlog)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class ChangeWriter:
         self._last_commit_lsn: int | None = None
         self._headers: Headers = []
         self._span: Any = None
+        self._span_transactions = 0
         self.in_transaction = False
         self.last_commit_ts_us: int | None = None
 
@@ -152,16 +163,9 @@ class ChangeWriter:
     def _start_tx(self, xid: int, commit_lsn: int, ts_us: int) -> None:
         self._xid, self._commit_lsn, self._ts_us = xid, commit_lsn, ts_us
         self.in_transaction = True
-        self._span = _tracer.start_span("ingest.transaction")
-        if self._span.is_recording():  # most transactions are not sampled: skip the work
-            self._span.set_attributes(
-                {
-                    "freshet.source": self._source,
-                    "db.postgresql.xid": xid,
-                    "db.postgresql.commit_lsn": events.lsn_to_str(commit_lsn),
-                }
-            )
-        self._headers = inject_headers(trace.set_span_in_context(self._span))
+        if self._span is None:
+            self._start_span(xid, commit_lsn)
+        self._span_transactions += 1
         self._encoder.transaction(ts_us, "false", xid, commit_lsn, self._last_commit_lsn)
         self._sink.begin()
 
@@ -173,9 +177,42 @@ class ChangeWriter:
         self._last_commit_lsn = commit_lsn
         self.last_commit_ts_us = self._ts_us
         self.in_transaction = False
-        if self._span is not None:
-            self._span.end()
-            self._span = None
+        if self._span_transactions >= SPAN_MAX_TRANSACTIONS:
+            self.end_span()
+
+    # --- tracing -----------------------------------------------------------------------------
+
+    def _start_span(self, xid: int, commit_lsn: int) -> None:
+        span = self._span = _tracer.start_span("ingest.transactions")
+        self._span_transactions = 0
+        if span.is_recording():  # most spans are not sampled: skip the work
+            span.set_attributes(
+                {
+                    "freshet.source": self._source,
+                    "db.postgresql.xid": xid,
+                    "db.postgresql.commit_lsn": events.lsn_to_str(commit_lsn),
+                }
+            )
+        self._headers = inject_headers(trace.set_span_in_context(span))
+
+    def end_span(self) -> None:
+        """End the span of the transactions written since the last call (none inside one).
+
+        The next transaction starts a new span; its events carry the new span's context.
+        """
+        span = self._span
+        if span is None or self.in_transaction:
+            return
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "freshet.transactions": self._span_transactions,
+                    "db.postgresql.last_xid": self._xid or 0,
+                    "db.postgresql.last_commit_lsn": events.lsn_to_str(self._last_commit_lsn or 0),
+                }
+            )
+        span.end()
+        self._span = None
 
     # --- relations ---------------------------------------------------------------------------
 
@@ -328,6 +365,8 @@ class ChangeWriter:
         return {t.topic: t for t in self._tables.values()}
 
     def close(self) -> None:
+        self.in_transaction = False
+        self.end_span()
         self._spool.clear()
 
 
