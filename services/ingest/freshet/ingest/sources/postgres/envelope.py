@@ -27,6 +27,11 @@ class EnvelopeEncoder:
     def __init__(self, name: str, db: str) -> None:
         self._name = dumps(name)
         self._db = dumps(db)
+        self._source_head = b',"source":{"version":%b,"connector":"postgresql","name":%b' % (
+            dumps(events.CONNECTOR_VERSION),
+            self._name,
+        )
+        self._snapshots: dict[str, bytes] = {}
         self._tables: dict[tuple[str, str], bytes] = {}
         self._tx: tuple[int, str, int | None, int, int | None] | None = None
         self._head = self._tail = self._commit = b""
@@ -45,24 +50,23 @@ class EnvelopeEncoder:
         if tx == self._tx:
             return
         self._tx = tx
-        last = b"null" if last_commit_lsn is None else b'\\"%d\\"' % last_commit_lsn
-        self._head = b"".join(
-            (
-                b',"source":{"version":',
-                dumps(events.CONNECTOR_VERSION),
-                b',"connector":"postgresql","name":',
-                self._name,
-                b',"ts_ms":%d,"ts_us":%d,"ts_ns":%d' % (ts_us // 1000, ts_us, ts_us * 1000),
-                b',"snapshot":',
-                dumps(snapshot),
-                b',"db":',
+        # Once per transaction: one formatting operation for each part.
+        marker = self._snapshots.get(snapshot)
+        if marker is None:
+            marker = self._snapshots[snapshot] = dumps(snapshot)
+        self._head = (
+            b'%b,"ts_ms":%d,"ts_us":%d,"ts_ns":%d,"snapshot":%b,"db":%b,"sequence":"[%b,\\"'
+            % (
+                self._source_head,
+                ts_us // 1000,
+                ts_us,
+                ts_us * 1000,
+                marker,
                 self._db,
-                b',"sequence":"[',
-                last,
-                b',\\"',
+                b"null" if last_commit_lsn is None else b'\\"%d\\"' % last_commit_lsn,
             )
         )
-        self._tail = b',"txId":%b,"lsn":' % dumps(tx_id)
+        self._tail = b',"txId":null,"lsn":' if tx_id is None else b',"txId":%d,"lsn":' % tx_id
         self._commit = b',"xmin":null,"commit_lsn":%d},"transaction":null,"op":' % commit_lsn
 
     def _table(self, schema: str, table: str) -> bytes:
