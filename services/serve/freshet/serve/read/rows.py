@@ -75,6 +75,19 @@ class StoredView:
         return tuple(name for name, _type in self.key)
 
 
+_READY_ROW = """
+-- KEYS: the view's gen hash, the rows hash of generation ARGV[1]; ARGV: generation, K
+local ready = redis.call('HGET', KEYS[1], 'ready')
+if ready ~= ARGV[1] then
+  return {0, ready}
+end
+return {1, redis.call('HGET', KEYS[2], ARGV[2])}
+"""
+
+GENERATION_MOVES = 3
+"""Times a point read follows the view to a newer ready generation before it answers 503."""
+
+
 class ViewCatalog:
     """Finds the ready generation of a view and its layout (cached: a generation never changes)."""
 
@@ -82,6 +95,9 @@ class ViewCatalog:
         self._r = redis
         self._root = root
         self._layouts: dict[tuple[str, int], StoredView] = {}
+        self._seen: dict[str, int] = {}
+        """View -> the ready generation last read: where a point read looks first."""
+        self._ready_row = redis.register_script(_READY_ROW)
 
     async def ready(self, view: str) -> StoredView:
         """The generation readers should read.
@@ -96,7 +112,36 @@ class ViewCatalog:
                 f"view {view!r} is not materialized yet: retry in a moment (a new view is "
                 "served once it has caught up with its topic)"
             )
-        return await self.generation(view, int(raw))
+        generation = int(raw)
+        self._seen[view] = generation
+        return await self.generation(view, generation)
+
+    async def row(self, view: str, key_text: str) -> tuple[StoredView, bytes | None]:
+        """The ready generation of ``view`` and the row of key ``key_text`` in it (or None).
+
+        One Redis round trip once the ready generation has been seen: a script checks that it
+        is still ``ready`` and reads the row from it, or answers the newer one, which is then
+        read the same way.
+
+        Raises:
+            Unavailable: the view is not materialized (or kept moving to new generations).
+            BadRequest: not a key of the view.
+        """
+        for _ in range(GENERATION_MOVES):
+            seen = self._seen.get(view)
+            known = self._layouts.get((view, seen)) if seen is not None else None
+            stored = known if known is not None else await self.ready(view)
+            encoded = parse_key(stored, key_text)
+            found, value = await self._ready_row(
+                keys=[stored.keys.gen, stored.keys.rows], args=[stored.generation, encoded]
+            )
+            if found:
+                return stored, value
+            if value is None:
+                self._seen.pop(view, None)
+            else:
+                self._seen[view] = int(value)
+        raise Unavailable(f"view {view!r} is being rebuilt: retry in a moment")
 
     async def generation(self, view: str, generation: int) -> StoredView:
         found = self._layouts.get((view, generation))
@@ -467,8 +512,17 @@ async def read_row(redis: Redis, view: StoredView, grant: Grant, key_text: str) 
         NotFound: no such row, or one the role may not see (the same answer, so that a role
             learns nothing of rows it may not read).
     """
-    encoded = parse_key(view, key_text)
-    raw: Any = await redis.hget(view.keys.rows, encoded)
+    raw: Any = await redis.hget(view.keys.rows, parse_key(view, key_text))
+    return shown_row(grant, raw, key_text)
+
+
+def shown_row(grant: Grant, raw: bytes | None, key_text: str) -> dict[str, Any]:
+    """The stored row ``raw`` of key ``key_text`` as ``grant`` sees it.
+
+    Raises:
+        NotFound: no row, or one the role may not see (the same answer, so that a role learns
+            nothing of rows it may not read).
+    """
     shown = grant.present_raw(raw) if raw is not None else None
     if shown is None:
         raise NotFound(f"product {grant.product.name!r} has no row with key {key_text!r}")
