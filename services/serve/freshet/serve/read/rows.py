@@ -75,7 +75,7 @@ class StoredView:
         return tuple(name for name, _type in self.key)
 
 
-_READY_ROW = """
+READY_ROW = """
 -- KEYS: the view's gen hash, the rows hash of generation ARGV[1]; ARGV: generation, K
 local ready = redis.call('HGET', KEYS[1], 'ready')
 if ready ~= ARGV[1] then
@@ -97,7 +97,7 @@ class ViewCatalog:
         self._layouts: dict[tuple[str, int], StoredView] = {}
         self._seen: dict[str, int] = {}
         """View -> the ready generation last read: where a point read looks first."""
-        self._ready_row = redis.register_script(_READY_ROW)
+        self._ready_row = redis.register_script(READY_ROW)
 
     async def ready(self, view: str) -> StoredView:
         """The generation readers should read.
