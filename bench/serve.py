@@ -54,6 +54,7 @@ from freshet.common.schemas import ViewSpec
 from freshet.devstack import servers
 from freshet.devstack.harness import Control
 from freshet.serve.config import ServeSettings
+from freshet.serve.read.rows import READY_ROW as READY_ROW_SCRIPT
 
 HEADING = "## Serve (source commit -> REST, point reads)"
 DATABASE = transform.DATABASE
@@ -616,12 +617,12 @@ async def _loadgen(spec: LoadSpec) -> dict[str, Any]:
     async def one_redis(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: int
     ) -> str | None:
-        writer.write(_resp(b"HGET", gen_key, b"ready"))
-        ready = await _read_bulk(reader)
-        if ready is None:
-            return "no ready generation"
-        rows = RedisKeys(spec.redis_root, VIEW, int(ready)).rows.encode()
-        writer.write(_resp(b"HGET", rows, encode([key])))
+        # What serve does for a point read: its script, with the generation it saw last.
+        writer.write(_resp(b"EVALSHA", sha, b"2", gen_key, rows_key, generation, encode([key])))
+        head = await reader.readline()
+        found = await reader.readline()
+        if head != b"*2\r\n" or found != b":1\r\n":
+            return f"unexpected reply {head + found!r}"
         raw = await _read_bulk(reader)
         if raw is None:
             return f"no row for key {key}"
@@ -630,6 +631,14 @@ async def _loadgen(spec: LoadSpec) -> dict[str, Any]:
         return None
 
     one = one_http if spec.mode == "http" else one_redis
+    if spec.mode == "redis":
+        reader, writer = await asyncio.open_connection("127.0.0.1", spec.port)
+        writer.write(_resp(b"SCRIPT", b"LOAD", READY_ROW_SCRIPT.encode()))
+        sha = await _read_bulk(reader) or b""
+        writer.write(_resp(b"HGET", gen_key, b"ready"))
+        generation = await _read_bulk(reader) or b"0"
+        rows_key = RedisKeys(spec.redis_root, VIEW, int(generation)).rows.encode()
+        writer.close()
 
     async def client(n: int) -> None:
         rng = random.Random(n)
