@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,11 +162,12 @@ class HeaderSink(RecordingSink):
         self.sent.append((topic, codec.loads(key) if key else None, dict(headers or {})))
 
 
-def test_one_span_per_drained_batch_of_transactions(tmp_path, monkeypatch):
+def test_one_span_per_window_of_transactions(tmp_path, monkeypatch):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()  # this test's own, every span sampled
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(changes, "_tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(changes, "SPAN_WINDOW_S", 3600.0)  # no test machine is that slow
     sink = HeaderSink()
     writer = ChangeWriter("src", "db", sink, lambda relid: META, lambda topic: None, tmp_path)
     decoder = Decoder(writer)
@@ -179,9 +181,10 @@ def test_one_span_per_drained_batch_of_transactions(tmp_path, monkeypatch):
         decoder.decode(b"C" + struct.pack(">BQQq", 0, 9000 + i, 9100 + i, 0), 5)
 
     rng = random.Random(7)
-    for i in range(3):  # one batch, as the stream drains after it
+    for i in range(3):  # one batch: the stream drains after each, within the span's window
         transaction(i)
-    writer.end_span()
+        writer.end_span(time.monotonic())
+    writer.end_span(time.monotonic() + changes.SPAN_WINDOW_S)  # the window is over
     transaction(3)  # the next batch
     writer.end_span()
     writer.end_span()  # nothing open: harmless

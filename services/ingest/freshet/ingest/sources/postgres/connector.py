@@ -371,7 +371,7 @@ class PostgresSource(Source):
                     self._check_slot(catalog)
                     last_slot_check = now
                 if msg is None:
-                    writer.end_span()  # everything the server sent so far is written
+                    writer.end_span(now)  # everything the server sent so far is written
                     # While events wait for acknowledgements or a confirmation is due, come
                     # back soon; otherwise wait for the server.
                     due = not sink.idle or confirmable > (self._lsn or 0)
