@@ -31,6 +31,7 @@ from freshet.serve.config import ServeSettings
 from freshet.serve.exceptions import ApiError
 from freshet.serve.read.rows import ViewCatalog
 from freshet.serve.routes import router
+from freshet.serve.routes.products import PointReads
 from freshet.serve.service import ServeService
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def create_app(settings: ServeSettings, service: ServeService | None = None) -> 
         telemetry={"operation_spans": False},
     )
     app.include_router(router)
+    app.add_middleware(PointReads)
     app.add_exception_handler(ApiError, _api_error)
     metrics = metrics_app()
     app.router.routes.append(Route("/metrics", _AsgiEndpoint(metrics), methods=["GET"]))
