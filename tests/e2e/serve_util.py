@@ -3,6 +3,8 @@ on a real port, and walking a product's pages over REST."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from typing import Any
@@ -130,3 +132,111 @@ def wait_readable(http: httpx.Client, product: str, key: str, timeout: float = 1
         assert time.monotonic() < deadline, response.text
         time.sleep(0.1)
     assert response.status_code == 200, response.text
+
+
+def graphql(http: httpx.Client, key: str, query: str, **variables: Any) -> dict[str, Any]:
+    """The ``data`` of a GraphQL request (which must answer 200 with no errors)."""
+    response = http.post(
+        "/graphql",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"query": query, "variables": variables},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert not body.get("errors"), body["errors"]
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+class EventStream:
+    """A product's live changes (Server-Sent Events), read in a thread into :attr:`events`.
+
+    Each event is ``{"event": ..., "id": ..., "data": ...}`` with ``data`` decoded from JSON.
+    """
+
+    def __init__(self, base: str, product: str, key: str) -> None:
+        self.url = f"{base}/v1/products/{product}/changes"
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.events: list[dict[str, Any]] = []
+        self.status: int | None = None
+        self.error: BaseException | None = None
+        self._closed = False
+        self._socket: socket.socket | None = None
+        self._changed = threading.Condition()
+        self._client = httpx.Client(timeout=httpx.Timeout(30, read=None))
+        self._thread = threading.Thread(target=self._run, name="sse-reader", daemon=True)
+
+    def __enter__(self) -> EventStream:
+        self._thread.start()
+        self.wait_for(lambda e: e["event"] == "live")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Shutting the socket down wakes the reader blocked in recv (closing the client from
+        # this thread would not), so the thread ends now, not at the next heartbeat.
+        self._closed = True
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+        self._thread.join(30)
+        self._client.close()
+        assert not self._thread.is_alive(), "the event stream reader did not stop"
+
+    def _run(self) -> None:
+        try:
+            with self._client.stream("GET", self.url, headers=self.headers) as response:
+                self.status = response.status_code
+                self._socket = response.extensions["network_stream"].get_extra_info("socket")
+                if response.status_code != 200:
+                    response.read()
+                    raise AssertionError(f"{response.status_code}: {response.text}")
+                event: dict[str, Any] = {}
+                for line in response.iter_lines():
+                    if line.startswith(":"):
+                        continue
+                    if line:
+                        name, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        event[name] = event[name] + "\n" + value if name in event else value
+                        continue
+                    if "event" in event:
+                        event["data"] = codec.loads(event["data"]) if "data" in event else None
+                        with self._changed:
+                            self.events.append(event)
+                            self._changed.notify_all()
+                    event = {}
+        except BaseException as exc:
+            if not self._closed:
+                self.error = exc
+        finally:
+            with self._changed:
+                self._changed.notify_all()
+
+    def wait_for(self, match: Any, timeout: float = 90.0) -> dict[str, Any]:
+        """The first event for which ``match(event)`` holds, waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((e for e in self.events if match(e)), None)
+                if found is not None:
+                    return found
+                assert self.error is None, f"the event stream failed: {self.error!r}"
+                left = deadline - time.monotonic()
+                assert left > 0, f"no such event in {self.events}"
+                self._changed.wait(left)
+
+    def changes_of(self, key: dict[str, Any], count: int) -> list[tuple[str, Any]]:
+        """Every upsert and delete of the row ``key`` so far, once there are ``count``."""
+
+        def of_key(e: dict[str, Any]) -> bool:
+            data = e["data"]
+            return e["event"] in ("upsert", "delete") and all(
+                data.get(k) == v for k, v in key.items()
+            )
+
+        def enough(_e: dict[str, Any]) -> bool:
+            return sum(1 for e in self.events if of_key(e)) >= count
+
+        self.wait_for(enough)
+        with self._changed:
+            return [(e["event"], e["data"]) for e in self.events if of_key(e)]

@@ -22,13 +22,21 @@ import pytest
 import redis
 from psycopg import sql
 
+from freshet.common import codec
 from freshet.common.events import lsn_to_str
 from freshet.common.pipelines.spec import MaskRule
 from freshet.common.products import ProductRole
 from freshet.devstack.harness import Control
 from freshet.serve.config import ServeSettings
 
-from .serve_util import ServeServer, all_rows, publish_key, publish_product
+from .serve_util import (
+    EventStream,
+    ServeServer,
+    all_rows,
+    graphql,
+    publish_key,
+    publish_product,
+)
 from .test_serve_materialize import (
     TARGET_SCHEMA,
     redis_view_rows,
@@ -152,6 +160,7 @@ def chain(
         yield {
             "conn": conn,
             "http": http,
+            "base": serve.base,
             "ops": ops,
             "eu": Reader(http, product.name, eu_key),
             "view": view.name,
@@ -165,7 +174,47 @@ def chain(
     conn.close()
 
 
-def test_a_change_reaches_rest_redis_and_the_target_and_a_delete_leaves_them(
+ROW_FIELDS = "id name email region balance doubled"
+
+
+def gql_row(reader: Reader, key: int, lsn: int) -> dict[str, Any] | None:
+    """The row by key over GraphQL, read-your-writes on ``lsn`` (null: not found)."""
+    name = reader.product
+    data = graphql(
+        reader.http,
+        reader.key,
+        f"query($k: String!, $lsn: String) {{ row: {name}ByKey(key: $k, lsn: $lsn, "
+        f"timeoutMs: {WAIT_MS}) {{ {ROW_FIELDS} }} }}",
+        k=str(key),
+        lsn=lsn_to_str(lsn),
+    )
+    row: dict[str, Any] | None = data["row"]
+    return row
+
+
+def gql_ids(reader: Reader, **condition: str) -> list[int]:
+    """The ids of every row over GraphQL (filtered on ``region``), walking the pages."""
+    name = reader.product
+    where = ", ".join(f"{op}: {codec.dumps(v).decode()}" for op, v in condition.items())
+    filter_ = f"filter: {{region: {{{where}}}}}, " if condition else ""
+    ids: list[int] = []
+    cursor: str | None = None
+    for _ in range(100):
+        data = graphql(
+            reader.http,
+            reader.key,
+            f"query($c: String) {{ page: {name}({filter_}limit: 2, cursor: $c) "
+            "{ rows { id } nextCursor } }",
+            c=cursor,
+        )
+        ids += [r["id"] for r in data["page"]["rows"]]
+        cursor = data["page"]["nextCursor"]
+        if cursor is None:
+            return ids
+    raise AssertionError("pagination never ended")
+
+
+def test_a_change_reaches_every_interface_and_a_delete_leaves_them_all(
     chain: dict[str, Any],
 ) -> None:
     conn, ops, eu = chain["conn"], chain["ops"], chain["eu"]
@@ -183,89 +232,127 @@ def test_a_change_reaches_rest_redis_and_the_target_and_a_delete_leaves_them(
         return next((r for r in redis_view_rows(client, unique, view) if r["id"] == key), None)
 
     # The seed rows, as each role sees them.
-    assert ops.rows() == [
-        {
-            "id": 1,
-            "name": "Ann",
-            "email": "ann@example.com",
-            "region": "EU",
-            "balance": "10.00",
-            "doubled": "20.00",
-        },
-        {
-            "id": 2,
-            "name": "Bob",
-            "email": "bob@example.com",
-            "region": "US",
-            "balance": "20.00",
-            "doubled": "40.00",
-        },
-        {"id": 3, "name": "Cid", "email": None, "region": "EU", "balance": None, "doubled": None},
-    ]
-    assert [(r["id"], r["email"]) for r in eu.rows()] == [(1, "***********.com"), (3, None)]
-
-    # An insert: the first read-your-writes request shows it, by key and in the listing.
-    conn.execute(
-        "INSERT INTO accounts VALUES (10, 'Dee', 'dee@example.com', 'EU', 12.50), "
-        "(11, 'Eve', 'eve@example.com', 'US', 7.25)"
-    )
-    lsn = current_lsn(conn)
-    response = ops.row(10, lsn)
-    assert response.status_code == 200, response.text
-    dee = {
-        "id": 10,
-        "name": "Dee",
-        "email": "dee@example.com",
+    ann = {
+        "id": 1,
+        "name": "Ann",
+        "email": "ann@example.com",
         "region": "EU",
-        "balance": "12.50",
-        "doubled": "25.00",
+        "balance": "10.00",
+        "doubled": "20.00",
     }
-    assert response.json() == dee
-    assert dee in ops.rows(lsn, region="EU")
-    assert [r["id"] for r in ops.rows(lsn)] == [1, 2, 3, 10, 11]
-    # The eu role: its rows only, the e-mail masked; a US row is not found.
-    response = eu.row(10, lsn)
-    assert response.status_code == 200, response.text
-    assert response.json() == {**dee, "email": "***********.com"}
-    assert eu.row(11, lsn).status_code == 404
-    assert [r["id"] for r in eu.rows(lsn)] == [1, 3, 10]
-    assert in_redis(10) == dee
-    settle_target()
-    assert target_rows(conninfo, view)[10] == ("Dee", "dee@example.com", "EU", "12.50")
+    bob = {**ann, "id": 2, "name": "Bob", "email": "bob@example.com", "region": "US"}
+    bob.update(balance="20.00", doubled="40.00")
+    cid = {"id": 3, "name": "Cid", "email": None, "region": "EU", "balance": None, "doubled": None}
+    assert ops.rows() == [ann, bob, cid]
+    assert eu.rows() == [{**ann, "email": "***********.com"}, cid]
+    assert gql_ids(ops) == [1, 2, 3] and gql_ids(eu) == [1, 3]
 
-    # An update: everywhere the new values.
-    conn.execute("UPDATE accounts SET balance = 99.99, email = 'dee@new.example' WHERE id = 10")
-    lsn = current_lsn(conn)
-    changed = {**dee, "email": "dee@new.example", "balance": "99.99", "doubled": "199.98"}
-    response = ops.row(10, lsn)
-    assert response.status_code == 200, response.text
-    assert response.json() == changed
-    assert eu.row(10, lsn).json() == {**changed, "email": "***********mple"}
-    assert changed in ops.rows(lsn)
-    assert in_redis(10) == changed
-    settle_target()
-    assert target_rows(conninfo, view)[10] == ("Dee", "dee@new.example", "EU", "99.99")
+    with (
+        EventStream(chain["base"], ops.product, ops.key) as ops_events,
+        EventStream(chain["base"], eu.product, eu.key) as eu_events,
+    ):
+        # An insert: the first read-your-writes request shows it, by key and in the listing.
+        conn.execute(
+            "INSERT INTO accounts VALUES (10, 'Dee', 'dee@example.com', 'EU', 12.50), "
+            "(11, 'Eve', 'eve@example.com', 'US', 7.25)"
+        )
+        lsn = current_lsn(conn)
+        response = ops.row(10, lsn)
+        assert response.status_code == 200, response.text
+        dee = {
+            "id": 10,
+            "name": "Dee",
+            "email": "dee@example.com",
+            "region": "EU",
+            "balance": "12.50",
+            "doubled": "25.00",
+        }
+        eve = {**dee, "id": 11, "name": "Eve", "email": "eve@example.com", "region": "US"}
+        eve.update(balance="7.25", doubled="14.50")
+        assert response.json() == dee
+        assert dee in ops.rows(lsn, region="EU")
+        assert [r["id"] for r in ops.rows(lsn)] == [1, 2, 3, 10, 11]
+        # The eu role: its rows only, the e-mail masked; a US row is not found.
+        response = eu.row(10, lsn)
+        assert response.status_code == 200, response.text
+        assert response.json() == {**dee, "email": "***********.com"}
+        assert eu.row(11, lsn).status_code == 404
+        assert [r["id"] for r in eu.rows(lsn)] == [1, 3, 10]
+        # GraphQL (read-your-writes as well), SSE, Redis, the target table.
+        lsn = current_lsn(conn)
+        assert gql_row(ops, 10, lsn) == dee
+        assert gql_row(eu, 10, lsn) == {**dee, "email": "***********.com"}
+        assert gql_row(eu, 11, lsn) is None
+        assert gql_ids(ops, eq="EU") == [1, 3, 10] and gql_ids(eu) == [1, 3, 10]
+        assert ops_events.changes_of({"id": 10}, 1) == [("upsert", dee)]
+        assert ops_events.changes_of({"id": 11}, 1) == [("upsert", eve)]
+        assert eu_events.changes_of({"id": 10}, 1) == [
+            ("upsert", {**dee, "email": "***********.com"})
+        ]
+        assert in_redis(10) == dee
+        settle_target()
+        assert target_rows(conninfo, view)[10] == ("Dee", "dee@example.com", "EU", "12.50")
 
-    # An update that takes the row out of the eu role's filter: gone for eu only.
-    conn.execute("UPDATE accounts SET region = 'US' WHERE id = 10")
-    lsn = current_lsn(conn)
-    assert eu.row(10, lsn).status_code == 404
-    assert [r["id"] for r in eu.rows(lsn)] == [1, 3]
-    assert ops.row(10, lsn).json()["region"] == "US"
+        # An update: everywhere the new values.
+        conn.execute("UPDATE accounts SET balance = 99.99, email = 'dee@new.example' WHERE id = 10")
+        lsn = current_lsn(conn)
+        changed = {**dee, "email": "dee@new.example", "balance": "99.99", "doubled": "199.98"}
+        eu_changed = {**changed, "email": "***********mple"}
+        response = ops.row(10, lsn)
+        assert response.status_code == 200, response.text
+        assert response.json() == changed
+        assert eu.row(10, lsn).json() == eu_changed
+        assert changed in ops.rows(lsn)
+        assert gql_row(ops, 10, lsn) == changed
+        assert gql_row(eu, 10, lsn) == eu_changed
+        assert ops_events.changes_of({"id": 10}, 2)[1:] == [("upsert", changed)]
+        assert eu_events.changes_of({"id": 10}, 2)[1:] == [("upsert", eu_changed)]
+        assert in_redis(10) == changed
+        settle_target()
+        assert target_rows(conninfo, view)[10] == ("Dee", "dee@new.example", "EU", "99.99")
 
-    # A delete, and a row leaving the view by its WHERE: gone everywhere.
-    conn.execute("DELETE FROM accounts WHERE id = 10")
-    conn.execute("UPDATE accounts SET name = 'hidden' WHERE id = 11")
-    lsn = current_lsn(conn)
-    for reader in (ops, eu):
-        response = reader.row(10, lsn)
-        assert response.status_code == 404, response.text
-        assert "no row with key '10'" in response.json()["detail"]
-    assert ops.row(11).status_code == 404
-    assert [r["id"] for r in ops.rows(lsn)] == [1, 2, 3]
-    assert in_redis(10) is None and in_redis(11) is None
-    settle_target()
-    assert sorted(target_rows(conninfo, view)) == [1, 2, 3]
+        # An update that takes the row out of the eu role's filter: gone for eu only.
+        conn.execute("UPDATE accounts SET region = 'US' WHERE id = 10")
+        lsn = current_lsn(conn)
+        assert eu.row(10, lsn).status_code == 404
+        assert [r["id"] for r in eu.rows(lsn)] == [1, 3]
+        moved = {**changed, "region": "US"}
+        assert ops.row(10, lsn).json() == moved
+        assert gql_row(eu, 10, lsn) is None
+        assert gql_ids(eu) == [1, 3]
+        assert ops_events.changes_of({"id": 10}, 3)[2:] == [("upsert", moved)]
+        assert eu_events.changes_of({"id": 10}, 3)[2:] == [("delete", {"id": 10})]
+
+        # A delete, and a row leaving the view by its WHERE: gone everywhere.
+        conn.execute("DELETE FROM accounts WHERE id = 10")
+        conn.execute("UPDATE accounts SET name = 'hidden' WHERE id = 11")
+        lsn = current_lsn(conn)
+        for reader in (ops, eu):
+            response = reader.row(10, lsn)
+            assert response.status_code == 404, response.text
+            assert "no row with key '10'" in response.json()["detail"]
+        assert ops.row(11).status_code == 404
+        assert [r["id"] for r in ops.rows(lsn)] == [1, 2, 3]
+        assert gql_row(ops, 10, lsn) is None and gql_row(ops, 11, lsn) is None
+        assert gql_ids(ops) == [1, 2, 3]
+        assert ops_events.changes_of({"id": 10}, 4)[3:] == [("delete", {"id": 10})]
+        assert ops_events.changes_of({"id": 11}, 2) == [("upsert", eve), ("delete", {"id": 11})]
+        # A change the eu role sees, committed after the others were applied (the REST reads
+        # above waited for them): once eu's stream sent it, it has passed every earlier change.
+        conn.execute("UPDATE accounts SET balance = 11.00 WHERE id = 1")
+        assert eu_events.changes_of({"id": 1}, 1)[0][1]["balance"] == "11.00"
+        assert ops_events.changes_of({"id": 1}, 1)[0][1]["balance"] == "11.00"
+        assert len(eu_events.changes_of({"id": 10}, 3)) == 3  # nothing after its delete
+        assert eu_events.changes_of({"id": 11}, 0) == []  # a row it never saw
+        assert len(ops_events.changes_of({"id": 10}, 4)) == 4
+        assert {e["event"] for e in ops_events.events + eu_events.events} <= {
+            "live",
+            "upsert",
+            "delete",
+        }
+        assert in_redis(10) is None and in_redis(11) is None
+        settle_target()
+        assert sorted(target_rows(conninfo, view)) == [1, 2, 3]
 
 
 def test_waiting_for_a_position_never_reached_is_a_504(chain: dict[str, Any]) -> None:
