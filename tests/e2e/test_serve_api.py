@@ -5,9 +5,10 @@ served by uvicorn on a real port), all real. A product over the view has two rol
 sees every row and field, ``eu`` sees only the rows whose region is EU with the e-mail masked.
 Keys are made the way control makes them and travel on the control topics.
 
-REST is read with ``lsn`` = ``pg_current_wal_lsn()`` taken after the commit (read-your-writes):
-the first request must already show the change, with no polling. The PostgreSQL target is
-compared once serve has applied the view topic up to its end (positions, not time).
+REST and GraphQL are read with ``lsn`` = ``pg_current_wal_lsn()`` taken after the commit
+(read-your-writes): the first request must already show the change, with no polling. Each role's
+live changes (SSE) are followed from before the first change. The PostgreSQL target is compared
+once serve has applied the view topic up to its end (positions, not time).
 """
 
 from __future__ import annotations
@@ -364,6 +365,20 @@ def test_waiting_for_a_position_never_reached_is_a_504(chain: dict[str, Any]) ->
         detail = response.json()["detail"]
         assert f"view {view!r} did not apply {future}" in detail, detail
         assert "within 300 ms" in detail, detail
+    # The change stream refuses to start, with the same answer; GraphQL says it per field.
+    response = ops.get("/changes", future, wait_ms=300)
+    assert response.status_code == 504, response.text
+    assert f"did not apply {future}" in response.json()["detail"]
+    name = ops.product
+    body = ops.http.post(
+        "/graphql",
+        headers=ops.headers,
+        json={"query": f'{{ {name}ByKey(key: "1", lsn: "{future}", timeoutMs: 300) {{ id }} }}'},
+    ).json()
+    assert body["data"] == {f"{name}ByKey": None}
+    (error,) = body["errors"]
+    assert error["extensions"]["status"] == 504, error
+    assert f"did not apply {future}" in error["message"], error
     # The same request with a position already applied answers at once.
     response = ops.get("/rows/1", lsn=current_lsn(chain["conn"]))
     assert response.status_code == 200, response.text
