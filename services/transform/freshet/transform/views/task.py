@@ -43,14 +43,21 @@ from freshet.transform.runtime import (
 )
 from freshet.transform.store import Store
 from freshet.transform.views.engine import (
+    ChangeEvent,
+    Pos,
+    Table,
     ViewEngine,
     ViewError,
     dump_row,
-    event_position,
+    exact_decimals,
     load_row,
 )
 
 log = logging.getLogger(__name__)
+
+
+def _first(item: tuple[Pos, Any, Any, Any]) -> Pos:
+    return item[0]
 
 
 MAX_BATCH = 20_000
@@ -132,6 +139,7 @@ class ViewTask:
     # --- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        exact_decimals()  # this thread's context: sums of numerics must not round
         settings = self._settings
         plan = self.plan
         specs = [TopicSpec(t.topic, settings.topic_partitions) for t in self.engine.tables.values()]
@@ -196,7 +204,9 @@ class ViewTask:
         messages = poll_batch(consumer, frontier, MAX_BATCH)
         if messages:
             self.busy_since = time.monotonic()
-        data: list[tuple[tuple[int, int], str, bytes | None, dict[str, Any]]] = []
+        engine = self.engine
+        read = engine.read
+        data: list[tuple[Pos, Table, bytes | None, ChangeEvent]] = []
         consumed = dict(self._consumed)
         for msg in messages:
             topic = msg.topic() or ""
@@ -205,18 +215,18 @@ class ViewTask:
             if raw is None:
                 continue  # a tombstone after a delete: compaction's, not ours
             try:
-                value = orjson.loads(raw)
-                data.append((event_position(value), topic, msg.key(), value))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                table, event, pos = read(topic, raw)
+            except (TypeError, ValueError) as exc:
                 raise ViewError(
                     f"the record at {topic}/{msg.partition()}/{msg.offset()} is not a change "
                     f"event ({type(exc).__name__}: {exc})"
                 ) from None
+            data.append((pos, table, msg.key(), event))
         if data:
-            data.sort(key=lambda d: d[0])
-            engine = self.engine
-            for _pos, topic, key, value in data:
-                engine.apply(topic, key, value)
+            data.sort(key=_first)
+            apply = engine.apply
+            for pos, table, key, event in data:
+                apply(table, pos, key, event)
         changed = consumed != self._consumed
         if changed:
             applied_before = dict(frontier.applied)
