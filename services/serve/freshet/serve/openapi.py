@@ -45,6 +45,30 @@ _ERROR = {
     "properties": {"detail": {"type": "string"}},
     "required": ["detail"],
 }
+_PRODUCT = {
+    "type": "object",
+    "description": "A product as this key sees it: its fields and types, what its role masks.",
+    "properties": {
+        "name": {"type": "string"},
+        "view": {"type": "string"},
+        "key": {"type": "array", "items": {"type": "string"}},
+        "role": {"type": "string"},
+        "fields": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "type": {"type": "string", "description": "PostgreSQL's name of the type"},
+                    "masked": {"type": "boolean"},
+                },
+                "required": ["name", "type", "masked"],
+            },
+        },
+    },
+    "required": ["name", "view", "key", "role", "fields"],
+}
+_PRODUCT_REF = {"$ref": "#/components/schemas/Product"}
 
 
 def field_schema(type_: str, masked: bool) -> dict[str, Any]:
@@ -252,6 +276,20 @@ def product_paths(product: ProductSpec, grant: Grant) -> dict[str, Any]:
         else f"A JSON array of the key's values ({', '.join(product.key)})."
     )
     return {
+        f"/v1/products/{name}": {
+            "get": {
+                "operationId": f"describe_{name}",
+                "summary": f"The fields of {name} as this key sees them",
+                "tags": [name],
+                "responses": {
+                    "200": {
+                        "description": "The product",
+                        "content": {"application/json": {"schema": _PRODUCT_REF}},
+                    },
+                    **_errors(401, 403),
+                },
+            }
+        },
         f"/v1/products/{name}/rows": {
             "get": {
                 "operationId": f"list_{name}",
@@ -396,7 +434,17 @@ def document(grants: list[Grant], title: str = "Freshet serve") -> dict[str, Any
                 "responses": {
                     "200": {
                         "description": "Products",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "products": {"type": "array", "items": _PRODUCT_REF}
+                                    },
+                                    "required": ["products"],
+                                }
+                            }
+                        },
                     },
                     **_errors(401),
                 },
@@ -404,7 +452,7 @@ def document(grants: list[Grant], title: str = "Freshet serve") -> dict[str, Any
         }
     }
     paths["/graphql"] = _graphql_path()
-    schemas: dict[str, Any] = {"Error": _ERROR}
+    schemas: dict[str, Any] = {"Error": _ERROR, "Product": _PRODUCT}
     for grant in grants:
         paths.update(product_paths(grant.product, grant))
         schemas[_schema_name(grant.product.name)] = row_schema(grant.product, grant)
