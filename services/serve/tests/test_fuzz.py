@@ -252,7 +252,7 @@ def test_every_operation_answers_without_5xx_and_as_documented(
     operations = [result.ok() for result in schema.get_all_operations()]
     paths = {op.path.rsplit("/", 1)[-1] for op in operations}
     assert {"products", "rows", "{key}", "changes", "graphql"} <= paths, paths
-    assert len(operations) == 1 + 3 * 2 + 1, [op.label for op in operations]
+    assert len(operations) == 1 + 4 * 2 + 1, [op.label for op in operations]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             _fuzz(operation, mode)
