@@ -10,6 +10,7 @@ ISO 8601, ``bytea`` in base64; a masked value is a string (or null).
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -162,6 +163,20 @@ async def read_by_key(request: Request, name: str, key_text: str) -> Response:
     return json_response(shown_row(grant, raw, key_text))
 
 
+POINT_READ = re.compile(r"/v1/products/([^/]+)/rows/(.+)")
+
+
+def point_read(scope: MutableMapping[str, Any]) -> re.Match[str] | None:
+    """(product, key) of a point read without query parameters; None for any other request."""
+    if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
+        return None
+    return POINT_READ.fullmatch(scope["path"])
+
+
+def is_point_read(scope: MutableMapping[str, Any]) -> bool:
+    return point_read(scope) is not None
+
+
 class PointReads:
     """ASGI middleware: point reads without query parameters are answered before routing.
 
@@ -172,20 +187,17 @@ class PointReads:
     simply read again.
     """
 
-    PATH = re.compile(r"/v1/products/([^/]+)/rows/(.+)")
-
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            match = self.PATH.fullmatch(scope["path"])
-            if match is not None:
-                try:
-                    response = await read_by_key(Request(scope, receive), match[1], match[2])
-                except ApiError:
-                    pass
-                else:
-                    await response(scope, receive, send)
-                    return
+        match = point_read(scope)
+        if match is not None:
+            try:
+                response = await read_by_key(Request(scope, receive), match[1], match[2])
+            except ApiError:
+                pass
+            else:
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
