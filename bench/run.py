@@ -52,6 +52,9 @@ def _serve(args: argparse.Namespace) -> tuple[str, str]:
         settings.rows, settings.probes, settings.warmup_s = 10_000, 40, 2.0
         settings.read_warmup_s, settings.read_seconds = 1.0, 4.0
     result = serve.run(settings)
+    if result.fresh is not None and result.fresh.profile:
+        print("\nWhere serve's materializer spent its time during the freshness probes (py-spy):\n")
+        print(result.fresh.profile)
     for reads in result.reads:
         if reads.profile:
             print(f"\nWhere serve's time went during the point reads ({reads.mode}, py-spy):\n")

@@ -100,7 +100,7 @@ class Settings:
     rows: int = 100_000
     rate: int = 2_000  # workload changes/s while the probes run
     tx_rows: int = 1  # rows per workload transaction
-    writer_connections: int = 4
+    writer_connections: int = 8
     warmup_s: float = 5.0  # workload alone before the first probe
     probes: int = 400
     probe_spacing_s: tuple[float, float] = (0.05, 0.1)
@@ -355,6 +355,13 @@ def _probe_main(
                     failed += 1
                 time.sleep(poll_interval)
             results.append((i, before, after, sent if seen else 0, seen, polls, failed))
+            if not seen or i % 50 == 0:
+                shown = f"{(seen - after) / 1e6:.1f} ms" if seen else "not served"
+                print(
+                    f"bench serve: probe {i}: {shown} ({polls} GETs, {failed} failed)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     Path(out_path).write_bytes(orjson.dumps(results))
 
 
@@ -429,6 +436,7 @@ class Freshness:
     machine_busy: float
     machine_steal: float
     other_cpu: float  # share of one core used by processes that are not the benchmark's
+    profile: str = ""  # py-spy summary of serve's materializer thread (--profile)
 
 
 def tx_label(rows: int) -> str:
@@ -481,6 +489,7 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
         name="bench-probe",
     )
     pids = _cpu_pids(stack)
+    profile = ""
     try:
         time.sleep(1.0)  # the consumer is at the end
         writer.start()
@@ -489,6 +498,11 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
         pg0 = common.tree_cpu_seconds(stack.pid("postgresql"))
         machine0, own0, began = common.machine_cpu(), stack.own_cpu_seconds(), time.monotonic()
         probe.start()
+        profiler = (
+            transform.start_profiler(stack, stack.pid("serve"), "serve-fresh")
+            if settings.profile
+            else None
+        )
         limit = time.monotonic() + stack.deadline.cap(
             settings.probes * (settings.probe_spacing_s[1] + settings.probe_timeout_s) + 60
         )
@@ -505,6 +519,8 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
         cpu1 = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
         pg1 = common.tree_cpu_seconds(stack.pid("postgresql"))
         machine1, own1 = common.machine_cpu(), stack.own_cpu_seconds()
+        if profiler is not None:
+            profile = _stop_profiler(stack, profiler, "serve-fresh", f"serve-{VIEW}")
         stop.set()
         writer.join(30)
         time.sleep(0.5)  # the last probes' rows reach the consumer
@@ -561,6 +577,7 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
         machine_busy=machine1.busy_since(machine0),
         machine_steal=machine1.steal_since(machine0),
         other_cpu=max(0.0, others) / seconds,
+        profile=profile,
     )
 
 
@@ -784,7 +801,7 @@ def measure_reads(stack: Stack, spec: LoadSpec, profile: bool = False) -> Reads:
     )
 
 
-def _stop_profiler(stack: Stack, proc: Any, name: str) -> str:
+def _stop_profiler(stack: Stack, proc: Any, name: str, thread: str = "MainThread") -> str:
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
     with contextlib.suppress(Exception):
@@ -795,7 +812,7 @@ def _stop_profiler(stack: Stack, proc: Any, name: str) -> str:
     kept = Path(tempfile.gettempdir()) / f"freshet-bench-serve-profile-{name}.txt"
     shutil.copy(path, kept)
     print(f"bench: py-spy samples (raw, collapsed, with idle) in {kept}", file=sys.stderr)
-    return transform.summarize_profile(path.read_text(), "MainThread")
+    return transform.summarize_profile(path.read_text(), thread)
 
 
 # --- the whole run ---------------------------------------------------------------------------
