@@ -75,33 +75,72 @@ class Store:
     ) -> None:
         """Write changed rows, the offsets after them and other meta fields, atomically.
 
+        One ``WATCH epoch``, ``GET epoch``, ``MULTI``, ``HSET``..., ``EXEC`` on one connection.
+        The transaction is written in Redis's protocol here: redis-py's own encoding of a batch of
+        100,000 rows cost more CPU than applying the batch's changes to a view.
+
         Raises:
             Fenced: the epoch changed since :meth:`claim`.
         """
-        with self._r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(self._epoch_key)
-                current = pipe.get(self._epoch_key)
-                if current is None or int(current) != self.epoch:
-                    raise Fenced(f"{self.prefix} was claimed by another task")
-                pipe.multi()
-                for table, changed in rows.items():
-                    if changed:
-                        pipe.hset(f"{self.prefix}:rows:{table}", mapping=dict(changed))
-                fields: dict[str, Any] = {f"o:{t}:{p}": o for (t, p), o in offsets.items()}
-                for name, value in (meta or {}).items():
-                    fields[name] = (
-                        value if isinstance(value, bytes | str | int) else orjson.dumps(value)
-                    )
-                if fields:
-                    pipe.hset(self._meta_key, mapping=fields)
-                else:
-                    pipe.hsetnx(self._meta_key, "created", 1)
-                pipe.execute()
-            except redis.WatchError:
-                raise Fenced(f"{self.prefix} was claimed by another task") from None
+        fields: dict[str, Any] = {f"o:{t}:{p}": o for (t, p), o in offsets.items()}
+        for name, value in (meta or {}).items():
+            fields[name] = value if isinstance(value, bytes | str | int) else orjson.dumps(value)
+        queued = [_command(b"MULTI")]
+        for table, changed in rows.items():
+            if changed:
+                queued.append(_hset(f"{self.prefix}:rows:{table}".encode(), changed))
+        if fields:
+            queued.append(_hset(self._meta_key.encode(), fields))
+        else:
+            queued.append(_command(b"HSETNX", self._meta_key.encode(), b"created", b"1"))
+        queued.append(_command(b"EXEC"))
+        pool = self._r.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("WATCH", self._epoch_key)
+            conn.read_response()
+            conn.send_command("GET", self._epoch_key)
+            current = conn.read_response()
+            if current is None or int(current) != self.epoch:
+                raise Fenced(f"{self.prefix} was claimed by another task")
+            conn.send_packed_command(queued)
+            for _ in range(len(queued) - 1):
+                conn.read_response()  # OK, then QUEUED for each command
+            results = conn.read_response()
+            if results is None:  # EXEC refused: the epoch changed after WATCH
+                raise Fenced(f"{self.prefix} was claimed by another task")
+            for result in results:
+                if isinstance(result, Exception):  # a command failed inside the transaction
+                    raise result
+        except BaseException:
+            conn.disconnect()  # whatever is left unread or still WATCHed goes with it
+            raise
+        finally:
+            pool.release(conn)
 
     def drop(self) -> None:
         """Delete everything of this store (the view or pipeline was deleted or replaced)."""
         for key in self._r.scan_iter(match=f"{self.prefix}:*", count=SCAN_COUNT):
             self._r.unlink(key)
+
+
+def _bytes(value: bytes | str | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode() if isinstance(value, int) else value.encode()
+
+
+def _command(*args: bytes) -> bytes:
+    """One command in Redis's protocol (RESP)."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def _hset(key: bytes, mapping: Mapping[str, Any]) -> bytes:
+    """``HSET key field value ...`` in Redis's protocol; values are bytes, str or int."""
+    parts = [b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 + 2 * len(mapping), len(key), key)]
+    append = parts.append
+    for field, value in mapping.items():
+        f = field.encode()
+        v = value if type(value) is bytes else _bytes(value)
+        append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(f), f, len(v), v))
+    return b"".join(parts)

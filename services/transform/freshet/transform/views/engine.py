@@ -18,7 +18,8 @@ self-join) is applied to each reference in ``FROM`` order, which is the standard
 ``op``, the source position and the columns the view uses (msgspec skips the rest of the event);
 :meth:`ViewEngine.apply` applies it. :meth:`ViewEngine.drain` returns the view rows that changed
 since the last call as ``(key, row | None)``; the runtime writes them to the view topic and
-commits :meth:`ViewEngine.take_dirty` (the base rows that changed) with the consumed offsets.
+commits :meth:`ViewEngine.take_dirty` (the base rows that changed, serialized) with the
+consumed offsets.
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class Table:
     reader: msgspec.json.Decoder[Any] | None = None
     kinds: list[int] = field(default_factory=list)
     """Per column: 0 the JSON value is the value, 1 text (a JSON string is the value), 2 decode."""
+    dump: Callable[[Pos, Row | None], bytes] = field(default=lambda pos, row: dump_row(pos, row))
+    """:func:`dump_row`, or a faster equivalent for the table's column types."""
 
 
 class _Group:
@@ -265,6 +268,7 @@ class ViewEngine:
                     inputs=[],
                     reader=_event_decoder(inp.columns),
                     kinds=[0 if ty in _AS_IS else 1 if ty in _TEXTS else 2 for ty in types],
+                    dump=_dumper(types),
                 )
                 self.tables[t.qualified] = t
             t.inputs.append(inp.index)
@@ -404,7 +408,15 @@ class ViewEngine:
                 append(old[i])
             else:
                 kind = kinds[i]
-                if kind == 0 or (kind == 1 and type(raw) is str):
+                if kind == 0:
+                    if type(raw) not in _NUMBERS:  # what the store may keep untagged
+                        raise ViewError(
+                            f"column {table.columns[i]} of {table.qualified}: cannot read "
+                            f"{type(raw).__name__} value as {table.types[i]}"
+                        )
+                    append(raw)
+                    continue
+                if kind == 1 and type(raw) is str:
                     append(raw)
                     continue
                 try:
@@ -628,12 +640,17 @@ class ViewEngine:
             )
         )
 
-    def take_dirty(self) -> dict[str, dict[str, tuple[Pos, Row | None]]]:
-        """The base rows written since the last call, per table: to commit with the offsets."""
-        dirty: dict[str, dict[str, tuple[Pos, Row | None]]] = {}
+    def take_dirty(self) -> dict[str, dict[str, bytes]]:
+        """The base rows written since the last call, to commit with the offsets.
+
+        Per table and primary key, the row as the store keeps it (:func:`dump_row`).
+        """
+        dirty: dict[str, dict[str, bytes]] = {}
         for table in self.tables.values():
             if table.dirty:
-                dirty[table.qualified], table.dirty = table.dirty, {}
+                changes, table.dirty = table.dirty, {}
+                dump = table.dump
+                dirty[table.qualified] = {pk: dump(pos, row) for pk, (pos, row) in changes.items()}
         return dirty
 
 
@@ -997,6 +1014,7 @@ def _from_json(value: Any) -> Any:
 
 
 _PLAIN = frozenset({int, str, bool, type(None)})
+_NUMBERS = frozenset({int, bool, float})
 
 
 def dump_row(pos: Pos, row: Row | None) -> bytes:
@@ -1006,6 +1024,33 @@ def dump_row(pos: Pos, row: Row | None) -> bytes:
     plain = _PLAIN
     values = [v if type(v) in plain else _to_json(v) for v in row]
     return orjson.dumps([pos[0], pos[1], values])
+
+
+_TAGGED_SAFELY = frozenset(
+    {"numeric", "date", "time", "timestamp", "timestamptz", "interval", "bytea"}
+)
+"""Types whose values orjson cannot write itself (so they reach ``default``, :func:`_to_json`).
+
+Together with :data:`_AS_IS` (an int, bool or finite float, checked when decoded) and
+:data:`_TEXTS` (a str), a row of these types is never a NaN, a list or a dict: the values that
+:func:`dump_row` writes differently from orjson's own way."""
+
+
+def _dumper(types: list[str]) -> Callable[[Pos, Row | None], bytes]:
+    """:func:`dump_row` for rows of ``types``, faster when their types allow.
+
+    The same bytes, without a Python loop, when orjson writes every value of these types as
+    :func:`dump_row` does or leaves it to its ``default``.
+    """
+    if not all(t in _AS_IS or t in _TEXTS or t in _TAGGED_SAFELY for t in types):
+        return dump_row
+    dumps = orjson.dumps
+    option = orjson.OPT_PASSTHROUGH_DATETIME
+
+    def dump(pos: Pos, row: Row | None) -> bytes:
+        return dumps((pos[0], pos[1], row), default=_to_json, option=option)
+
+    return dump
 
 
 def load_row(raw: bytes) -> tuple[Pos, Row | None]:
