@@ -93,6 +93,7 @@ UPDATE_ITEMS = (
     b"WHERE id = ANY($3::int8[])"
 )
 PROBE_BASE = 1_000_000  # probe prices start here: no workload price reaches it
+GIVE_UP = 5  # probes in a row not served within their timeout end the probing
 
 
 @dataclass
@@ -362,6 +363,14 @@ def _probe_main(
                     file=sys.stderr,
                     flush=True,
                 )
+            if len(results) >= GIVE_UP and not any(r[4] for r in results[-GIVE_UP:]):
+                print(
+                    f"bench serve: {GIVE_UP} probes in a row not served within {timeout:.0f} s: "
+                    "the stack does not keep up; the probes stop here",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                break
     Path(out_path).write_bytes(orjson.dumps(results))
 
 
@@ -1024,7 +1033,14 @@ def report(r: Result) -> str:
         "- Reproduce: `make bench-serve` (or `.venv/bin/python -m bench.run serve`; `--profile` "
         "samples serve with py-spy during the point reads)",
         "",
-        f"Freshness through serve: {fr.probes} probes, each an UPDATE of one probe row "
+        f"Freshness through serve: {fr.probes} probes"
+        + (
+            f" (of {s.probes} planned: probing stopped after {GIVE_UP} in a row were not "
+            f"served within {s.probe_timeout_s:.0f} s)"
+            if fr.probes < s.probes
+            else ""
+        )
+        + ", each an UPDATE of one probe row "
         f"committed every {1000 * s.probe_spacing_s[0]:.0f}-{1000 * s.probe_spacing_s[1]:.0f} "
         f"ms, while a workload changed {fr.achieved_rate:,.0f} random rows/s of the same table "
         f"(set: {fr.rate:,}/s) in {tx_label(s.tx_rows)}; COMMIT returned -> the new value "
