@@ -8,11 +8,11 @@ transaction. A crash before the commit replays the batch from the old offsets ag
 state: the same rows are written again (the view topic is keyed, so that is idempotent). Events
 that ingest itself sent twice are recognised by their position and skipped by the engine.
 
-While the inputs hold more, a batch's commit runs in a thread while the next batch is read and
-applied; the next batch's rows are written only after that commit succeeded. So, as without the
-overlap, a batch's state and offsets are committed together, after its rows were acknowledged
-and after every earlier batch's commit, and a task fenced by a successor writes no rows beyond
-the batch whose commit failed.
+While the inputs hold more, the wait for a batch's acknowledgements and its commit run in a
+thread while the next batch is read and applied; the next batch's rows are written only after
+that commit succeeded. So, as without the overlap, a batch's state and offsets are committed
+together, after its rows were acknowledged and after every earlier batch's commit, and a task
+fenced by a successor writes no rows beyond the batch whose commit failed.
 
 The task also follows ``freshet.positions`` to know, per source, the LSN up to which every change
 has been applied (:class:`Frontier`), and reports it in its status and in the
@@ -105,7 +105,7 @@ class ViewTask:
         self._last_status = 0.0
         self._frontier: Frontier | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"view-{spec.name}-commit")
-        self._commit: tuple[Future[None], bool] | None = None
+        self._commit: tuple[Future[tuple[Outbox, int]], bool] | None = None
         """The store commit in flight, and whether its status report must be published."""
 
     # --- status ---------------------------------------------------------------------------
@@ -253,7 +253,7 @@ class ViewTask:
         if consumed != self._consumed:
             applied_before = dict(frontier.applied)
             applied = frontier.advance(consumed)
-            self._produce(producer, engine.drain(), applied)
+            outbox = self._send(producer, engine.drain(), applied)
             rows = engine.take_dirty()
             meta = {
                 f"t:{t.qualified}": orjson.dumps(list(t.truncated))
@@ -262,7 +262,7 @@ class ViewTask:
             }
             offsets = changed_offsets(consumed, self._consumed)
             self._consumed = consumed
-            future = self._committer.submit(self._store.commit, rows, offsets, meta)
+            future = self._committer.submit(self._deliver, outbox, rows, offsets, meta)
             self._commit = (future, applied != applied_before)
             freeze_survivors()
             if consumer_lag(consumer, consumed) == 0:
@@ -273,13 +273,28 @@ class ViewTask:
             self.lag = consumer_lag(consumer, self._consumed)
             self._report(force=after != before)
 
+    def _deliver(
+        self,
+        outbox: Outbox,
+        rows: dict[str, dict[str, bytes]],
+        offsets: dict[tuple[str, int], int],
+        meta: dict[str, bytes],
+    ) -> tuple[Outbox, int]:
+        """Wait until the broker acknowledged a batch's rows, then commit its state and offsets.
+
+        Runs in the commit thread; returns the outbox and how many rows it held.
+        """
+        count = outbox.confirm()
+        self._store.commit(rows, offsets, meta)
+        return outbox, count
+
     def _settle(self, consumer: Consumer) -> None:
         """Wait for the commit in flight (raising its failure, e.g. ``Fenced``); report it."""
         if self._commit is None:
             return
         future, force = self._commit
         self._commit = None
-        future.result()
+        self._confirmed(*future.result())
         self.last_progress = time.monotonic()
         self.busy_since = None
         self.lag = consumer_lag(consumer, self._consumed)
@@ -310,13 +325,27 @@ class ViewTask:
         outputs: list[tuple[bytes, bytes | None]],
         applied: dict[str, int] | None = None,
     ) -> None:
-        if not outputs:
-            return
-        headers: Headers = [(topics.APPLIED_HEADER, orjson.dumps(applied or {}))]
+        outbox = self._send(producer, outputs, applied)
+        self._confirmed(outbox, outbox.confirm())
+
+    def _send(
+        self,
+        producer: Producer,
+        outputs: list[tuple[bytes, bytes | None]],
+        applied: dict[str, int] | None = None,
+    ) -> Outbox:
+        """Queue view rows to the producer; :meth:`Outbox.confirm` waits for their acks."""
         outbox = Outbox(producer, f"view {self.spec.name}")
-        for key, value in outputs:
-            outbox.send(self._topic, key, value, headers)
-        self.events_out += outbox.confirm()
+        if outputs:
+            headers: Headers = [(topics.APPLIED_HEADER, orjson.dumps(applied or {}))]
+            send, topic = outbox.send, self._topic
+            for key, value in outputs:
+                send(topic, key, value, headers)
+        return outbox
+
+    def _confirmed(self, outbox: Outbox, count: int) -> None:
+        """Count a confirmed outbox's rows and the view topic's end offsets they reached."""
+        self.events_out += count
         for (_topic, partition), end in outbox.next_offsets.items():
             if end > self._outputs.get(partition, 0):
                 self._outputs[partition] = end
