@@ -110,6 +110,7 @@ class Settings:
     read_warmup_s: float = 3.0
     read_seconds: float = 20.0
     concurrency: int = 16
+    serve_target: bool = True  # serve also materializes into its PostgreSQL target database
     budget_s: float = 1500.0
     profile: bool = False
 
@@ -213,6 +214,28 @@ def wait_served(stack: Stack, api_key: str, key: int, timeout: float) -> float:
                 last = f"{r.status_code} {r.text[:200]}"
             time.sleep(0.2)
     raise common.BenchError(f"serve did not serve row {key} within {timeout:.0f}s (last: {last})")
+
+
+def wait_drained(stack: Stack, api_key: str, probe_id: int, timeout: float) -> float:
+    """Commit one more change to the probe row and wait until serve serves it: every change
+    committed before it has then been applied too. Returns the seconds it took."""
+    import httpx
+
+    marker = Decimal(f"{PROBE_BASE - 1}.75")
+    url = f"http://127.0.0.1:{stack.serve_port}/v1/products/{PRODUCT}/rows/{probe_id}"
+    with stack.connect() as conn:
+        conn.execute("UPDATE public.items SET price = %s WHERE id = %s", (marker, probe_id))
+    started = time.monotonic()
+    limit = started + stack.deadline.cap(timeout)
+    with httpx.Client(headers={"Authorization": f"Bearer {api_key}"}, timeout=5) as client:
+        while time.monotonic() < limit:
+            stack.check()
+            with contextlib.suppress(httpx.HTTPError):
+                r = client.get(url)
+                if r.status_code == 200 and Decimal(str(r.json()["price"])) == marker:
+                    return time.monotonic() - started
+            time.sleep(0.05)
+    raise common.BenchError(f"serve did not apply the last change within {timeout:.0f}s")
 
 
 # --- the workload: UPDATEs of random rows at a fixed rate (its own process) -------------------
@@ -840,6 +863,7 @@ class Result:
     served_s: float = 0.0
     serve_ready_s: float = 0.0
     fresh: Freshness | None = None
+    drain_s: float = 0.0  # workload stopped -> serve had applied all of it
     reads: list[Reads] = field(default_factory=list)
     total_s: float = 0.0
     load_after: str = ""
@@ -884,14 +908,13 @@ def run(settings: Settings | None = None) -> Result:
             },
         )
         stack.serve_port = servers.free_port()
-        stack.start_service(
-            "serve",
-            {
-                "FRESHET_REDIS_URL": stack.redis_url,
-                "FRESHET_SERVE_PORT": str(stack.serve_port),
-                "FRESHET_TARGET_DATABASE_URL": stack.target_url(),
-            },
-        )
+        serve_env = {
+            "FRESHET_REDIS_URL": stack.redis_url,
+            "FRESHET_SERVE_PORT": str(stack.serve_port),
+        }
+        if settings.serve_target:
+            serve_env["FRESHET_TARGET_DATABASE_URL"] = stack.target_url()
+        stack.start_service("serve", serve_env)
         status = transform.Follower(stack.bootstrap, topics.STATUS)
         positions = transform.Follower(stack.bootstrap, topics.POSITIONS)
         control = Control(stack.bootstrap, SecretStr(stack.secret_key))
@@ -946,7 +969,11 @@ def run(settings: Settings | None = None) -> Result:
             fr.missing,
             fr.missing_topic,
         )
-        time.sleep(3.0)  # the pipeline drains the last workload changes
+        result.drain_s = wait_drained(stack, api_key, settings.rows + 1, 600)
+        _log(
+            "serve had applied every workload change %.1fs after the workload stopped",
+            result.drain_s,
+        )
         redis_port = urllib.parse.urlsplit(stack.redis_url).port or 6379
         for mode in ("http", "redis"):
             spec = LoadSpec(
@@ -1116,7 +1143,10 @@ def report(r: Result) -> str:
         "workload) stamps each record as `poll()` returns it. One host, one clock. During the "
         f"probes ({fr.seconds:.0f} s), share of one core: {_shares(fr.cpu)}; machine busy "
         f"(steal) {100 * fr.machine_busy:.0f}% ({100 * fr.machine_steal:.0f}%), "
-        f"{100 * fr.other_cpu:.0f}% of one core used by processes that are not the benchmark's.",
+        f"{100 * fr.other_cpu:.0f}% of one core used by processes that are not the benchmark's. "
+        f"After the workload stopped, serve served a last change of the probe row "
+        f"{r.drain_s:.1f} s later (so every change before it was applied); the point reads "
+        "started then.",
         f"- Point reads: the load generator is a separate process (uvloop, {s.concurrency} "
         "concurrent clients, each with its own connection, sending one request at a time and "
         "timing it from send to the last byte of the answer; it checks that each answer is 200 "
