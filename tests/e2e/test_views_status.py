@@ -138,3 +138,31 @@ def test_a_replaced_view_leaves_no_rows_of_its_old_sql_on_its_topic(
 
     rows = fold(kafka.bootstrap, topics.view_topic(name))
     assert sorted(r["v"] for r in rows.values()) == [32, 34, 36, 38, 40]
+
+
+def test_a_restarted_view_reports_the_outputs_written_before_it_restarted(
+    kafka: Any, pg_database: Any, control: Any, ingest: Any, transform_settings: Any, unique: str
+) -> None:
+    """Serve's read-your-writes waits for the outputs a status names: after a restart they must
+    still cover the rows the previous run wrote, before this run writes anything."""
+    conn = pg_database.connect()
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, g text, v int)")
+    conn.execute("INSERT INTO t SELECT i, 'g' || (i % 7), i FROM generate_series(1, 50) i")
+    control.add_source(pg_database, unique, ["public.t"])
+    catalog = control.catalog({f"{unique}.public.t"})
+    name = f"{unique}_groups"
+    control.add_view(name, "SELECT g, sum(v) AS total FROM t GROUP BY g", catalog)
+    first = ServiceThread(TransformService(transform_settings, "first").run).start()
+    try:
+        wait_applied(kafka.bootstrap, [name], unique, current_lsn(conn))
+    finally:
+        first.shutdown()
+    ends = consumer_ends(kafka.bootstrap, topics.view_topic(name))
+    assert sum(ends.values()) >= 7
+    second = ServiceThread(TransformService(transform_settings, "second").run).start()
+    try:
+        status = wait_status(kafka, name, lambda s: s.instance == "second" and s.state == "running")
+        assert status.events_out == 0  # nothing written yet by this run...
+        assert status.outputs == ends  # ...and still its status covers what the first one wrote
+    finally:
+        second.shutdown()

@@ -142,6 +142,34 @@ def read_to_end(
                 pending.discard(p)
 
 
+def end_offsets(consumer: Consumer, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """The current end (high watermark) of each partition of ``topic``.
+
+    Taken from the first fetch response of each partition, as :func:`read_to_end` does
+    (ListOffsets is not reliable on Tansu): the consumer is assigned from the beginning and
+    polled until every partition has answered once; what it fetched is dropped. Give it a
+    consumer of its own with a small ``max.partition.fetch.bytes``.
+
+    Raises:
+        KafkaError: a partition did not answer within ``timeout`` seconds.
+    """
+    parts = partitions_of(consumer, topic)
+    consumer.assign([TP(topic, p, OFFSET_BEGINNING) for p in parts])
+    ends: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(ends) < len(parts):
+        if time.monotonic() > deadline:
+            raise KafkaError(f"could not learn the end of {topic} within {timeout:.0f}s")
+        msg = consumer.poll(0.1)
+        if msg is not None and msg.error():
+            raise KafkaError(f"reading {topic}: {msg.error()}")
+        for p in parts:
+            _low, high = consumer.get_watermark_offsets(TP(topic, p), cached=True)
+            if high >= 0:
+                ends[p] = high
+    return ends
+
+
 class CompactedTopicView:
     """Folds a compacted topic into ``{key: value}`` and keeps following it in a thread.
 

@@ -33,7 +33,13 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from freshet.common import topics
-from freshet.common.kafka import consumer_config, ensure_topics, producer_config, read_to_end
+from freshet.common.kafka import (
+    consumer_config,
+    end_offsets,
+    ensure_topics,
+    producer_config,
+    read_to_end,
+)
 from freshet.common.schemas import DataflowStatus, NodeCounts, ViewSpec
 from freshet.common.sql.views import ViewPlan
 from freshet.common.topics import COMPACTED, TopicSpec
@@ -208,6 +214,11 @@ class ViewTask:
             self._produce(producer, [(key, None) for key in sorted(stale)])
             self._produce(producer, initial)
             store.commit({}, {})
+        else:
+            # Rows this view wrote before the restart lie below the topic's current end: the
+            # status's outputs start there, so a reader waiting for outputs (serve's
+            # read-your-writes) waits for them too, not only for what this run writes.
+            self._outputs = self._topic_ends()
         log.info(
             "view %s loaded %d rows of %d tables; consuming their topics",
             self.spec.name,
@@ -299,6 +310,19 @@ class ViewTask:
         self.busy_since = None
         self.lag = consumer_lag(consumer, self._consumed)
         self._report(force=force)
+
+    def _topic_ends(self) -> dict[int, int]:
+        consumer = Consumer(
+            consumer_config(
+                self._settings.kafka_bootstrap,
+                f"freshet-view-{self.spec.name}-ends",
+                **{"max.partition.fetch.bytes": 1024},
+            )
+        )
+        try:
+            return end_offsets(consumer, self._topic, timeout=120)
+        finally:
+            consumer.close()
 
     def _live_keys(self) -> set[bytes]:
         """The keys whose last record on the view topic is a row (not a tombstone)."""
