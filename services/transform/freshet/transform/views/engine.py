@@ -204,7 +204,10 @@ class _Extremes:
             assert self.fallback is not None
             return bool(self.fallback(a) < self.fallback(b))
 
-    def update(self, value: Any, m: int) -> None:
+    def add(self, value: Any, m: int) -> None:
+        """``value`` (not NULL) enters (``m`` > 0) or leaves (``m`` < 0) the multiset."""
+        if value != value:
+            value = _nan(value)
         counts = self.counts
         c = counts.get(value, 0) + m
         if c:
@@ -297,6 +300,7 @@ class ViewEngine:
         self._outputs = [o.fn for o in plan.outputs]
         self._out_names = [c.name for c in plan.columns]
         self._out_encoders = [encoder(c.type) for c in plan.columns]
+        self._row_bytes = self._row_encoder([c.type for c in plan.columns])
         self._key_fields = plan.key
         self._key_encoders = [self._key_encoder(s) for s in plan.key_sources]
         self._groups: dict[Any, _Group] = {}
@@ -487,10 +491,13 @@ class ViewEngine:
 
     def _propagate(self, step: int, delta: dict[Tup, int]) -> None:
         joins = self._joins
-        for j in range(step, len(joins)):
+        last = len(joins) - 1
+        for j in range(step, last + 1):
             arr, left_key, right_index, residual, left = joins[j]
             out: dict[Tup, int] = {}
-            get = out.get
+            # The tuples of ``delta`` are distinct, so are the tuples joined from them (nothing to
+            # add up): the last join of a grouped view hands each one to its group at once.
+            sink = self._aggregate_one if j == last and self.plan.grouped else None
             for t, m in delta.items():
                 if m == 0:
                     continue
@@ -513,13 +520,20 @@ class ViewEngine:
                         for r in matches:
                             candidate = (*t, r)
                             if residual is None or residual(candidate) is True:
-                                out[candidate] = get(candidate, 0) + m
+                                if sink is None:
+                                    out[candidate] = m
+                                else:
+                                    sink(candidate, m)
                                 matched = True
                 if not matched and left:
                     candidate = (*t, None)
-                    out[candidate] = get(candidate, 0) + m
+                    if sink is None:
+                        out[candidate] = m
+                    else:
+                        sink(candidate, m)
             delta = out
-        self._final(delta)
+        if delta:
+            self._final(delta)
 
     def _change_right(self, j: int, old: Row | None, new: Row | None) -> None:
         index = self._right_index[j]
@@ -553,20 +567,10 @@ class ViewEngine:
         where = self._where
         plan = self.plan
         if plan.grouped:
-            groups = self._groups
-            group_key = self._group_key
-            update = self._update
-            pending = self._pending
+            aggregate = self._aggregate_one
             for t, m in delta.items():
-                if m == 0 or (where is not None and where(t) is not True):
-                    continue
-                gkey = group_key(t)
-                group = groups.get(gkey)
-                if group is None:
-                    group = groups[gkey] = _Group(self._new_states())
-                group.count += m
-                update(group.states, t, m)
-                pending[gkey] = True
+                if m:
+                    aggregate(t, m)
             return
         for t, m in delta.items():
             if m == 0 or (where is not None and where(t) is not True):
@@ -587,6 +591,19 @@ class ViewEngine:
                     self._pending[key] = tuple(f(t) for f in self._outputs)
                 else:
                     self._pending[key] = None
+
+    def _aggregate_one(self, t: Tup, m: int) -> None:
+        """A joined tuple enters (``m`` > 0) or leaves (``m`` < 0) its group, if WHERE holds."""
+        where = self._where
+        if where is not None and where(t) is not True:
+            return
+        gkey = self._group_key(t)
+        group = self._groups.get(gkey)
+        if group is None:
+            group = self._groups[gkey] = _Group(self._new_states())
+        group.count += m
+        self._update(group.states, t, m)
+        self._pending[gkey] = True
 
     # --- output -----------------------------------------------------------------------------
 
@@ -633,16 +650,32 @@ class ViewEngine:
             {n: enc(v) for n, enc, v in zip(self._key_fields, self._key_encoders, key, strict=True)}
         )
 
-    def _row_bytes(self, row: Sequence[Any]) -> bytes:
-        return orjson.dumps(
-            dict(
-                zip(
-                    self._out_names,
-                    [enc(v) for enc, v in zip(self._out_encoders, row, strict=True)],
-                    strict=True,
-                )
-            )
-        )
+    def _row_encoder(self, types: list[str]) -> Callable[[Sequence[Any]], bytes]:
+        """The function writing a view row as its JSON object.
+
+        Each value goes through its type's encoder; or, when orjson writes every value of these
+        types as their encoders would (numerics through ``default``), orjson does it alone.
+        """
+        names, encoders = self._out_names, self._out_encoders
+        dumps = orjson.dumps
+        if all(t in _WRITTEN_AS_IS for t in types):
+            numeric = encoder("numeric")
+
+            def tag(value: Any) -> Any:
+                if type(value) is decimal.Decimal:
+                    return numeric(value)
+                raise TypeError(f"a {type(value).__name__} in a view row")
+
+            def native(row: Sequence[Any]) -> bytes:
+                return dumps(dict(zip(names, row, strict=True)), default=tag)
+
+            return native
+
+        def encoded(row: Sequence[Any]) -> bytes:
+            values = [enc(v) for enc, v in zip(encoders, row, strict=True)]
+            return dumps(dict(zip(names, values, strict=True)))
+
+        return encoded
 
     def take_dirty(self) -> dict[str, dict[str, bytes]]:
         """The base rows written since the last call, to commit with the offsets.
@@ -659,6 +692,12 @@ class ViewEngine:
 
 
 _NULLS: tuple[None, ...] = (None,) * 256
+
+_WRITTEN_AS_IS = frozenset(
+    {"bool", "int2", "int4", "int8", "text", "uuid", "timetz", "json", "jsonb", "numeric"}
+)
+"""Types whose encoder (:func:`~freshet.common.sql.types.encoder`) returns the value as it is,
+plus numeric (Decimal, which orjson hands to ``default``)."""
 
 
 def _typmod(inp: Input, column: str) -> int:
@@ -726,10 +765,6 @@ def _add_count(state: Any, value: Any, m: int) -> None:
 def _add_total(state: Any, value: Any, m: int) -> None:
     state[0] += value if m == 1 else value * m
     state[1] += m
-
-
-def _add_extreme(state: Any, value: Any, m: int) -> None:
-    state.update(value if value == value else _nan(value), m)
 
 
 def _add_distinct(state: Any, value: Any, m: int) -> None:
@@ -816,7 +851,7 @@ def _aggregation(
             if kind == "extremes":
                 wants = extremes[index] = [False, False]
                 makers.append(_extremes_maker(agg.type, wants))
-                members[slot].append((_add_extreme, index))
+                members[slot].append((_Extremes.add, index))
             elif kind == "distinct":
                 makers.append(dict)
                 members[slot].append((_add_distinct, index))
