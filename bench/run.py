@@ -49,12 +49,16 @@ def _transform(args: argparse.Namespace) -> tuple[str, str]:
 def _serve(args: argparse.Namespace) -> tuple[str, str]:
     settings = serve.Settings(profile=args.profile)
     if args.quick:
-        settings.rows, settings.probes, settings.warmup_s = 10_000, 40, 2.0
+        settings.rows, settings.probes, settings.warmup_s = 10_000, 30, 2.0
         settings.read_warmup_s, settings.read_seconds = 1.0, 4.0
     result = serve.run(settings)
-    if result.fresh is not None and result.fresh.profile:
-        print("\nWhere serve's materializer spent its time during the freshness probes (py-spy):\n")
-        print(result.fresh.profile)
+    for fresh in result.fresh:
+        if fresh.profile:
+            print(
+                f"\nWhere serve's materializer spent its time during the freshness probes "
+                f"({serve.tx_label(fresh.tx_rows)}, py-spy):\n"
+            )
+            print(fresh.profile)
     for reads in result.reads:
         if reads.profile:
             print(f"\nWhere serve's time went during the point reads ({reads.mode}, py-spy):\n")

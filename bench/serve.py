@@ -100,7 +100,7 @@ GIVE_UP = 5  # probes in a row not served within their timeout end the probing
 class Settings:
     rows: int = 100_000
     rate: int = 2_000  # workload changes/s while the probes run
-    tx_rows: int = 1  # rows per workload transaction
+    tx_sizes: tuple[int, ...] = (1, 10)  # one freshness round per workload transaction size
     writer_connections: int = 8
     warmup_s: float = 5.0  # workload alone before the first probe
     probes: int = 400
@@ -216,12 +216,12 @@ def wait_served(stack: Stack, api_key: str, key: int, timeout: float) -> float:
     raise common.BenchError(f"serve did not serve row {key} within {timeout:.0f}s (last: {last})")
 
 
-def wait_drained(stack: Stack, api_key: str, probe_id: int, timeout: float) -> float:
+def wait_drained(stack: Stack, api_key: str, probe_id: int, round_: int, timeout: float) -> float:
     """Commit one more change to the probe row and wait until serve serves it: every change
     committed before it has then been applied too. Returns the seconds it took."""
     import httpx
 
-    marker = Decimal(f"{PROBE_BASE - 1}.75")
+    marker = Decimal(f"{PROBE_BASE - 1 - round_}.75")
     url = f"http://127.0.0.1:{stack.serve_port}/v1/products/{PRODUCT}/rows/{probe_id}"
     with stack.connect() as conn:
         conn.execute("UPDATE public.items SET price = %s WHERE id = %s", (marker, probe_id))
@@ -319,8 +319,8 @@ def _writer_main(
 # --- the probe: commit, then poll REST until the change is served (its own process) -----------
 
 
-def probe_marker(i: int) -> Decimal:
-    return Decimal(f"{PROBE_BASE + i}.25")
+def probe_marker(i: int, round_: int) -> Decimal:
+    return Decimal(f"{PROBE_BASE + 100_000 * round_ + i}.25")
 
 
 def _probe_main(
@@ -328,6 +328,7 @@ def _probe_main(
     url: str,
     api_key: str,
     probe_id: int,
+    round_: int,
     probes: int,
     spacing: tuple[float, float],
     timeout: float,
@@ -356,7 +357,7 @@ def _probe_main(
             delay = next_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            marker = probe_marker(i)
+            marker = probe_marker(i, round_)
             before = time.time_ns()
             conn.execute("UPDATE public.items SET price = %s WHERE id = %s", (marker, probe_id))
             after = time.time_ns()
@@ -448,6 +449,7 @@ class ViewArrivals:
 
 @dataclass
 class Freshness:
+    tx_rows: int
     rate: int
     committed: int  # workload UPDATEs during the phase
     achieved_rate: float
@@ -485,19 +487,21 @@ def _cpu_pids(stack: Stack) -> dict[str, int]:
     }
 
 
-def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshness:
+def measure_freshness(
+    stack: Stack, settings: Settings, api_key: str, tx_rows: int, round_: int
+) -> Freshness:
     probe_id = settings.rows + 1
     ctx = multiprocessing.get_context("spawn")
     arrivals = ViewArrivals(stack.bootstrap, topics.view_topic(VIEW), probe_id)
     stop = ctx.Event()
-    writer_out = stack.work / "writer.json"
-    probe_out = stack.work / "probe.json"
+    writer_out = stack.work / f"writer-{round_}.json"
+    probe_out = stack.work / f"probe-{round_}.json"
     writer = ctx.Process(
         target=_writer_main,
         args=(
             stack.conninfo(),
             settings.rate,
-            settings.tx_rows,
+            tx_rows,
             settings.rows,
             settings.writer_connections,
             stop,
@@ -512,6 +516,7 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
             f"http://127.0.0.1:{stack.serve_port}/v1/products/{PRODUCT}/rows/{probe_id}",
             api_key,
             probe_id,
+            round_,
             settings.probes,
             settings.probe_spacing_s,
             settings.probe_timeout_s,
@@ -531,7 +536,7 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
         machine0, own0, began = common.machine_cpu(), stack.own_cpu_seconds(), time.monotonic()
         probe.start()
         profiler = (
-            transform.start_profiler(stack, stack.pid("serve"), "serve-fresh")
+            transform.start_profiler(stack, stack.pid("serve"), f"serve-fresh-{tx_rows}")
             if settings.profile
             else None
         )
@@ -552,7 +557,7 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
         pg1 = common.tree_cpu_seconds(stack.pid("postgresql"))
         machine1, own1 = common.machine_cpu(), stack.own_cpu_seconds()
         if profiler is not None:
-            profile = _stop_profiler(stack, profiler, "serve-fresh", f"serve-{VIEW}")
+            profile = _stop_profiler(stack, profiler, f"serve-fresh-{tx_rows}", f"serve-{VIEW}")
         stop.set()
         writer.join(30)
         time.sleep(0.5)  # the last probes' rows reach the consumer
@@ -576,7 +581,7 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
             to_sent.append(max(0, sent - after) / 1e6)
         else:
             missing += 1
-        arrived = arrivals.seen.get(probe_marker(i))
+        arrived = arrivals.seen.get(probe_marker(i, round_))
         if arrived is None:
             missing_topic += 1
             continue
@@ -589,6 +594,7 @@ def measure_freshness(stack: Stack, settings: Settings, api_key: str) -> Freshne
     cpu["workload writer"] = work["writer_cpu_s"] / work["window_s"]
     others = machine1.cpu_seconds_since(machine0) - (own1 - own0)
     return Freshness(
+        tx_rows=tx_rows,
         rate=settings.rate,
         committed=work["committed"],
         achieved_rate=work["committed"] / work["window_s"],
@@ -862,8 +868,8 @@ class Result:
     view_s: float = 0.0
     served_s: float = 0.0
     serve_ready_s: float = 0.0
-    fresh: Freshness | None = None
-    drain_s: float = 0.0  # workload stopped -> serve had applied all of it
+    fresh: list[Freshness] = field(default_factory=list)
+    drain_s: list[float] = field(default_factory=list)  # workload stopped -> serve applied it
     reads: list[Reads] = field(default_factory=list)
     total_s: float = 0.0
     load_after: str = ""
@@ -951,29 +957,31 @@ def run(settings: Settings | None = None) -> Result:
         result.served_s = time.monotonic() - started
         _log("serve serves product %s after %.1fs more", PRODUCT, result.served_s)
 
-        _log(
-            "freshness: %d probes under %d changes/s of %s",
-            settings.probes,
-            settings.rate,
-            tx_label(settings.tx_rows),
-        )
-        fr = result.fresh = measure_freshness(stack, settings, api_key)
-        _log(
-            "freshness: commit -> REST p50 %s p99 %s; commit -> view topic p50 %s p99 %s; "
-            "workload %.0f changes/s, missing %d/%d",
-            common.fmt_ms(common.percentile(fr.to_rest_ms, 50)),
-            common.fmt_ms(common.percentile(fr.to_rest_ms, 99)),
-            common.fmt_ms(common.percentile(fr.to_topic_ms, 50)),
-            common.fmt_ms(common.percentile(fr.to_topic_ms, 99)),
-            fr.achieved_rate,
-            fr.missing,
-            fr.missing_topic,
-        )
-        result.drain_s = wait_drained(stack, api_key, settings.rows + 1, 600)
-        _log(
-            "serve had applied every workload change %.1fs after the workload stopped",
-            result.drain_s,
-        )
+        for round_, tx_rows in enumerate(settings.tx_sizes):
+            _log(
+                "freshness: %d probes under %d changes/s of %s",
+                settings.probes,
+                settings.rate,
+                tx_label(tx_rows),
+            )
+            fr = measure_freshness(stack, settings, api_key, tx_rows, round_)
+            result.fresh.append(fr)
+            _log(
+                "freshness: commit -> REST p50 %s p99 %s; commit -> view topic p50 %s p99 %s; "
+                "workload %.0f changes/s, missing %d/%d",
+                common.fmt_ms(common.percentile(fr.to_rest_ms, 50)),
+                common.fmt_ms(common.percentile(fr.to_rest_ms, 99)),
+                common.fmt_ms(common.percentile(fr.to_topic_ms, 50)),
+                common.fmt_ms(common.percentile(fr.to_topic_ms, 99)),
+                fr.achieved_rate,
+                fr.missing,
+                fr.missing_topic,
+            )
+            result.drain_s.append(wait_drained(stack, api_key, settings.rows + 1, round_, 600))
+            _log(
+                "serve had applied every workload change %.1fs after the workload stopped",
+                result.drain_s[-1],
+            )
         redis_port = urllib.parse.urlsplit(stack.redis_url).port or 6379
         for mode in ("http", "redis"):
             spec = LoadSpec(
@@ -1040,38 +1048,17 @@ def _shares(cpu: dict[str, float]) -> str:
     return ", ".join(f"{name} {100 * share:.0f}%" for name, share in cpu.items())
 
 
-def report(r: Result) -> str:
-    s, fr = r.settings, r.fresh
-    assert fr is not None and r.reads
-    pct = common.percentile
-    p50, p99 = pct(fr.to_rest_ms, 50), pct(fr.to_rest_ms, 99)
-    http = next(x for x in r.reads if x.mode == "http")
-    direct = next(x for x in r.reads if x.mode == "redis")
-    read_p99 = pct(http.latency_ms, 99)
-    lines = [
-        *common.machine_lines(
-            [
-                ("Load average before the run", r.load_before),
-                ("Broker", f"{r.tansu_version}, memory storage"),
-                ("PostgreSQL", r.pg_version),
-                ("Redis", r.redis_version),
-            ]
-        ),
-        "- Reproduce: `make bench-serve` (or `.venv/bin/python -m bench.run serve`; `--profile` "
-        "samples serve with py-spy during the point reads)",
-        "",
-        f"Freshness through serve: {fr.probes} probes"
+def _fresh_table(s: Settings, fr: Freshness) -> list[str]:
+    p50, p99 = common.percentile(fr.to_rest_ms, 50), common.percentile(fr.to_rest_ms, 99)
+    return [
+        f"**{tx_label(fr.tx_rows).capitalize()}**: {fr.probes} probes"
         + (
             f" (of {s.probes} planned: probing stopped after {GIVE_UP} in a row were not "
             f"served within {s.probe_timeout_s:.0f} s)"
             if fr.probes < s.probes
             else ""
         )
-        + ", each an UPDATE of one probe row "
-        f"committed every {1000 * s.probe_spacing_s[0]:.0f}-{1000 * s.probe_spacing_s[1]:.0f} "
-        f"ms, while a workload changed {fr.achieved_rate:,.0f} random rows/s of the same table "
-        f"(set: {fr.rate:,}/s) in {tx_label(s.tx_rows)}; COMMIT returned -> the new value "
-        f"visible (target p50 <= {TARGET_P50_MS:.0f} ms, p99 <= {TARGET_P99_MS:.0f} ms):",
+        + f", the workload changed {fr.achieved_rate:,.0f} rows/s (set: {fr.rate:,}/s):",
         "",
         "| path, same probes | p50 | p95 | p99 | max | vs target |",
         "|---|---|---|---|---|---|",
@@ -1090,6 +1077,49 @@ def report(r: Result) -> str:
         f"| the probe UPDATE's own round trip (COMMIT included, fsync on) "
         f"| {_quantiles(fr.commit_ms)} | |",
         "",
+    ]
+
+
+def _fresh_detail(fr: Freshness, drain_s: float) -> str:
+    return (
+        f"{tx_label(fr.tx_rows)}: {fr.committed:,} rows changed during the probes "
+        f"({fr.late} transactions started more than 50 ms late), {fr.polls:.1f} GETs per probe "
+        f"on average ({fr.failed_polls} of all of them not answered 200); during the probes "
+        f"({fr.seconds:.0f} s), share of one core: {_shares(fr.cpu)}; machine busy (steal) "
+        f"{100 * fr.machine_busy:.0f}% ({100 * fr.machine_steal:.0f}%), "
+        f"{100 * fr.other_cpu:.0f}% of one core used by processes that are not the benchmark's; "
+        f"after the workload stopped, serve served a last change of the probe row {drain_s:.1f} "
+        "s later"
+    )
+
+
+def report(r: Result) -> str:
+    s = r.settings
+    assert r.fresh and r.reads
+    pct = common.percentile
+    http = next(x for x in r.reads if x.mode == "http")
+    direct = next(x for x in r.reads if x.mode == "redis")
+    read_p99 = pct(http.latency_ms, 99)
+    lines = [
+        *common.machine_lines(
+            [
+                ("Load average before the run", r.load_before),
+                ("Broker", f"{r.tansu_version}, memory storage"),
+                ("PostgreSQL", r.pg_version),
+                ("Redis", r.redis_version),
+            ]
+        ),
+        "- Reproduce: `make bench-serve` (or `.venv/bin/python -m bench.run serve`; `--profile` "
+        "samples serve with py-spy during the point reads)",
+        "",
+        f"Freshness through serve: probes, each an UPDATE of one probe row committed every "
+        f"{1000 * s.probe_spacing_s[0]:.0f}-{1000 * s.probe_spacing_s[1]:.0f} ms, while a "
+        f"workload changes {s.rate:,} random rows/s of the same table; COMMIT returned -> the "
+        f"new value visible (target p50 <= {TARGET_P50_MS:.0f} ms, p99 <= "
+        f"{TARGET_P99_MS:.0f} ms at {s.rate:,} changes/s). One round per workload transaction "
+        "size, one after the other:",
+        "",
+        *(line for fr in r.fresh for line in _fresh_table(s, fr)),
         f"Point reads: a load generator in its own process reads random keys of the "
         f"{s.rows + 1:,}-row product over {s.concurrency} keep-alive connections for "
         f"{s.read_seconds:.0f} s (after {s.read_warmup_s:.0f} s of warm-up), the workload "
@@ -1130,23 +1160,16 @@ def report(r: Result) -> str:
         f"{r.view_s:.1f} s after it was registered; serve served product `{PRODUCT}` (every "
         f"field, role `{ROLE}` without row filter or mask) {r.served_s:.1f} s after that.",
         f"- Freshness: the workload is a separate process committing `UPDATE items SET price, "
-        f"stock, updated_at WHERE id = ANY(<{s.tx_rows} random ids>)` (autocommit, prepared) "
-        f"on a fixed schedule over {s.writer_connections} connections; {fr.committed:,} rows "
-        f"changed during the probes ({fr.late} transactions started more than 50 ms late), "
-        f"after {s.warmup_s:.0f} s of warm-up. The "
-        "probe is another process: it UPDATEs the probe row (a key the workload never touches) "
-        "to a new unique price, then GETs it through serve with httpx (keep-alive) every "
-        f"{1000 * s.poll_interval_s:.0f} ms until that price is served ({fr.polls:.1f} GETs per "
-        f"probe on average, {fr.failed_polls} of all of them not answered 200); the latency "
-        "ends when the GET that showed it returned. The baseline "
-        "consumer (confluent-kafka, assigned, `fetch.wait.max.ms=5`, started before the "
-        "workload) stamps each record as `poll()` returns it. One host, one clock. During the "
-        f"probes ({fr.seconds:.0f} s), share of one core: {_shares(fr.cpu)}; machine busy "
-        f"(steal) {100 * fr.machine_busy:.0f}% ({100 * fr.machine_steal:.0f}%), "
-        f"{100 * fr.other_cpu:.0f}% of one core used by processes that are not the benchmark's. "
-        f"After the workload stopped, serve served a last change of the probe row "
-        f"{r.drain_s:.1f} s later (so every change before it was applied); the point reads "
-        "started then.",
+        f"stock, updated_at WHERE id = ANY(<random ids>)` (autocommit, prepared) on a fixed "
+        f"schedule over {s.writer_connections} connections, after {s.warmup_s:.0f} s of "
+        "warm-up. The probe is another process: it UPDATEs the probe row (a key the workload "
+        "never touches) to a new unique price, then GETs it through serve with httpx "
+        f"(keep-alive) every {1000 * s.poll_interval_s:.0f} ms until that price is served; the "
+        "latency ends when the GET that showed it returned. The baseline consumer "
+        "(confluent-kafka, assigned, `fetch.wait.max.ms=5`, started before the workload) stamps "
+        "each record as `poll()` returns it. One host, one clock. "
+        + "; ".join(_fresh_detail(fr, d) for fr, d in zip(r.fresh, r.drain_s, strict=True))
+        + ". The point reads started after that.",
         f"- Point reads: the load generator is a separate process (uvloop, {s.concurrency} "
         "concurrent clients, each with its own connection, sending one request at a time and "
         "timing it from send to the last byte of the answer; it checks that each answer is 200 "
