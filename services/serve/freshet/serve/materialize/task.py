@@ -34,6 +34,10 @@ from freshet.serve.materialize.stores.base import ViewStore
 log = logging.getLogger(__name__)
 
 FENCED_RETRY_S = 0.2
+FETCH_WAIT_MS = 10
+"""``fetch.wait.max.ms`` of the view consumer: Tansu holds a fetch for the whole wait even when
+data arrives (measured at 2,000 records/s: produce->consume p50 35 ms at 100 ms, 10 ms at 5 ms),
+and every row served waits for it."""
 WATCH_INTERVAL_S = 0.5
 
 Record = Change | tuple[int, int]
@@ -109,7 +113,11 @@ class ViewMaterializer:
             [TopicSpec(self._topic, settings.topic_partitions, COMPACTED)],
         )
         consumer = Consumer(
-            consumer_config(settings.kafka_bootstrap, f"freshet-serve-{self.layout.name}-assigned")
+            consumer_config(
+                settings.kafka_bootstrap,
+                f"freshet-serve-{self.layout.name}-assigned",
+                **{"fetch.wait.max.ms": FETCH_WAIT_MS},
+            )
         )
         try:
             self._partitions = partitions_of(consumer, self._topic)
