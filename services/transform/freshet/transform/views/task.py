@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from operator import itemgetter
 
 import orjson
 from confluent_kafka import Consumer, Producer
@@ -67,10 +67,6 @@ from freshet.transform.views.engine import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def _first(item: tuple[Pos, Any, Any, Any]) -> Pos:
-    return item[0]
 
 
 MAX_BATCH = 100_000
@@ -252,7 +248,7 @@ class ViewTask:
                 ) from None
             data.append((pos, table, msg.key(), event))
         if data:
-            data.sort(key=_first)
+            data.sort(key=itemgetter(0))  # stable: a position's duplicates keep their order
             apply = engine.apply
             for pos, table, key, event in data:
                 apply(table, pos, key, event)
