@@ -646,8 +646,13 @@ class ViewEngine:
         return key, self._row_bytes([f(ctx) for f in self._outputs])
 
     def _key_bytes(self, key: Row) -> bytes:
-        return orjson.dumps(
-            {n: enc(v) for n, enc, v in zip(self._key_fields, self._key_encoders, key, strict=True)}
+        return _compact(
+            orjson.dumps(
+                {
+                    n: enc(v)
+                    for n, enc, v in zip(self._key_fields, self._key_encoders, key, strict=True)
+                }
+            )
         )
 
     def _row_encoder(self, types: list[str]) -> Callable[[Sequence[Any]], bytes]:
@@ -667,13 +672,13 @@ class ViewEngine:
                 raise TypeError(f"a {type(value).__name__} in a view row")
 
             def native(row: Sequence[Any]) -> bytes:
-                return dumps(dict(zip(names, row, strict=True)), default=tag)
+                return _compact(dumps(dict(zip(names, row, strict=True)), default=tag))
 
             return native
 
         def encoded(row: Sequence[Any]) -> bytes:
             values = [enc(v) for enc, v in zip(encoders, row, strict=True)]
-            return dumps(dict(zip(names, values, strict=True)))
+            return _compact(dumps(dict(zip(names, values, strict=True))))
 
         return encoded
 
@@ -1052,6 +1057,16 @@ def _from_json(value: Any) -> Any:
     return v  # "j": a JSON document
 
 
+def _compact(data: bytes) -> bytes:
+    """A copy of orjson's output that holds only its length.
+
+    orjson 3.13's ``dumps`` returns bytes that keep a 4 KiB allocation whatever their length
+    (200,000 small results: 786 MiB of RSS). A batch holds its view rows and base rows by the
+    hundred thousand until they are produced and committed.
+    """
+    return bytes(memoryview(data))
+
+
 _PLAIN = frozenset({int, str, bool, type(None)})
 _NUMBERS = frozenset({int, bool, float})
 
@@ -1059,10 +1074,10 @@ _NUMBERS = frozenset({int, bool, float})
 def dump_row(pos: Pos, row: Row | None) -> bytes:
     """A base row as the durable store keeps it (values are tagged by their Python type)."""
     if row is None:
-        return orjson.dumps([pos[0], pos[1], None])
+        return _compact(orjson.dumps([pos[0], pos[1], None]))
     plain = _PLAIN
     values = [v if type(v) in plain else _to_json(v) for v in row]
-    return orjson.dumps([pos[0], pos[1], values])
+    return _compact(orjson.dumps([pos[0], pos[1], values]))
 
 
 _TAGGED_SAFELY = frozenset(
@@ -1090,7 +1105,7 @@ def _dumper(types: list[str]) -> Callable[[Pos, Row | None], bytes]:
         return {"d": str(value)} if type(value) is decimal.Decimal else _to_json(value)
 
     def dump(pos: Pos, row: Row | None) -> bytes:
-        return dumps((pos[0], pos[1], row), default=tag, option=option)
+        return _compact(dumps((pos[0], pos[1], row), default=tag, option=option))
 
     return dump
 
