@@ -98,13 +98,17 @@ class ServeApi:
             if hashes
             else "",
         )
+        self.publish(spec)
+        return spec
+
+    def publish(self, spec: ProductSpec) -> None:
+        """Write ``spec`` to the products' desired-state topic, as control does."""
         produce_sync(
             self.producer,
             topics.CONTROL_PRODUCTS,
             spec.name.encode(),
             codec.dumps(spec.model_dump(mode="json")),
         )
-        return spec
 
     def delete_product(self, name: str) -> None:
         produce_sync(self.producer, topics.CONTROL_PRODUCTS, name.encode(), None)

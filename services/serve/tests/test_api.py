@@ -13,9 +13,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from freshet.common.pipelines.spec import MaskRule
 from freshet.common.products import ProductRole
+from freshet.common.secrets import SecretBox
 
 from .api_util import ServeApi, wait_for
 from .stores_util import spec
@@ -330,3 +332,26 @@ def test_openapi_describes_each_readable_product(api: ServeApi) -> None:
         }
         assert {"region", "total.gte", "sort", "cursor", "lsn"} <= params
         assert "email" not in params  # masked: not filterable
+
+
+def test_a_product_whose_salt_serve_cannot_decrypt_fails_alone(api: ServeApi) -> None:
+    good = api.product(VIEW)
+    foreign = SecretBox(SecretStr(SecretBox.generate_key())).encrypt(SecretStr("other salt"))
+    bad = api.product(
+        VIEW,
+        name=f"foreign_{api.unique}",
+        roles={"reader": ProductRole(masks={"email": MaskRule(method="hash")})},
+    )
+    api.publish(bad.model_copy(update={"hash_salt_encrypted": foreign}))
+    key = api.key(["reader"], [good.name, bad.name])
+    with api.client() as client:
+        response = wait_for(client, f"/v1/products/{bad.name}/rows", key, status=503)
+        assert response.status_code == 503
+        assert "FRESHET_SECRET_KEY" in response.json()["detail"]
+        assert "other salt" not in response.text
+        assert _get(client, f"/v1/products/{good.name}/rows/1", key).json() == ROWS[1]
+        listed = {p["name"] for p in _get(client, "/v1/products", key).json()["products"]}
+        assert good.name in listed and bad.name not in listed
+        paths = _get(client, "/openapi.json", key).json()["paths"]
+        assert f"/v1/products/{good.name}/rows" in paths
+        assert f"/v1/products/{bad.name}/rows" not in paths

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from freshet.common.exceptions import ConfigError
 from freshet.common.products import (
     API_KEY_PREFIX,
     ApiKeySpec,
@@ -38,7 +39,7 @@ from freshet.common.products import (
 from freshet.common.sql.errors import SqlError
 from freshet.common.sql.expr import EvalError
 from freshet.serve.catalog import Catalog
-from freshet.serve.exceptions import Forbidden, Unauthorized
+from freshet.serve.exceptions import Forbidden, Unauthorized, Unavailable
 from freshet.serve.materialize.values import decoder
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,23 @@ class _RecordingScope(ProductScope):
         return compiled
 
 
+def readable_grants(catalog: Catalog, grants: Grants, key: ApiKeySpec) -> list[Grant]:
+    """The grants of every product ``key`` may read and serve can serve (for listings).
+
+    A product that cannot be served (:class:`Unavailable`, logged) is left out rather than
+    failing the listing, the OpenAPI document or the GraphQL schema of every other product.
+    """
+    out: list[Grant] = []
+    for product in catalog.products():
+        if may_read(key, product) is None:
+            continue
+        try:
+            out.append(grants.for_key(key, product.name))
+        except (Forbidden, Unavailable):  # deleted or changed since products(); or unservable
+            continue
+    return out
+
+
 class Grants:
     """Compiled grants, per (product, generation, role), rebuilt when the product changes."""
 
@@ -162,6 +180,9 @@ class Grants:
 
         Raises:
             Forbidden: the product does not exist or the key may not read it.
+            Unavailable: the product's mask salt cannot be decrypted (serve's
+                ``FRESHET_SECRET_KEY`` is not control's): this product cannot be served, others
+                can.
         """
         product = self._catalog.product(product_name)
         role = may_read(key, product) if product is not None else None
@@ -171,7 +192,11 @@ class Grants:
         with self._lock:
             grant = self._cache.get(cache_key)
         if grant is None:
-            grant = self.build(product, role, self._catalog.salt)
+            try:
+                grant = self.build(product, role, self._catalog.salt)
+            except ConfigError as exc:
+                log.error("product %s cannot be served: %s", product.name, exc)
+                raise Unavailable(f"product {product.name!r} cannot be served: {exc}") from None
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()

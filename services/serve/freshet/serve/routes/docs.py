@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from freshet.serve import openapi
-from freshet.serve.access import may_read
+from freshet.serve.access import readable_grants
 from freshet.serve.deps import CatalogDep, GrantsDep, KeyDep
 from freshet.serve.routes.products import json_response
 
@@ -16,5 +16,4 @@ router = APIRouter()
 @router.get("/openapi.json")
 async def openapi_document(catalog: CatalogDep, grants: GrantsDep, key: KeyDep) -> Response:
     """The OpenAPI 3.1 document of the products this key may read."""
-    readable = [p for p in catalog.products() if may_read(key, p) is not None]
-    return json_response(openapi.document([grants.for_key(key, p.name) for p in readable]))
+    return json_response(openapi.document(readable_grants(catalog, grants, key)))

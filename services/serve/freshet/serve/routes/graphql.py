@@ -19,11 +19,8 @@ from fastapi.responses import Response
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import PreExecutionError
 
-from freshet.common.products import ApiKeySpec
-from freshet.serve.access import Grant, Grants, may_read
-from freshet.serve.catalog import Catalog
+from freshet.serve.access import readable_grants
 from freshet.serve.deps import CatalogDep, GrantsDep, KeyDep, RedisDep, SettingsDep, ViewsDep
-from freshet.serve.exceptions import Forbidden
 from freshet.serve.graphql import ReadContext, SchemaCache
 
 router = APIRouter()
@@ -44,19 +41,6 @@ def _schemas(request: Request) -> SchemaCache:
         cache = SchemaCache()
         request.app.state.graphql_schemas = cache
     return cache
-
-
-def readable_grants(catalog: Catalog, grants: Grants, key: ApiKeySpec) -> list[Grant]:
-    """The grants of every product ``key`` may read."""
-    out: list[Grant] = []
-    for product in catalog.products():
-        if may_read(key, product) is None:
-            continue
-        try:
-            out.append(grants.for_key(key, product.name))
-        except Forbidden:  # deleted or changed since products() was read
-            continue
-    return out
 
 
 def _string(value: Any, what: str) -> str | None:

@@ -18,9 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from freshet.common.products import ApiKeySpec, ProductSpec
+from freshet.common.products import ProductSpec
 from freshet.common.sql import types as t
-from freshet.serve.access import Grant, may_read
+from freshet.serve.access import Grant, readable_grants
 from freshet.serve.deps import (
     CatalogDep,
     GrantsDep,
@@ -90,15 +90,11 @@ def describe(product: ProductSpec, grant: Grant) -> dict[str, Any]:
     }
 
 
-def readable(catalog: CatalogDep, key: ApiKeySpec) -> list[ProductSpec]:
-    return [p for p in catalog.products() if may_read(key, p) is not None]
-
-
 @router.get("")
 async def list_products(catalog: CatalogDep, grants: GrantsDep, key: KeyDep) -> Response:
     """The products this key may read."""
-    products = readable(catalog, key)
-    return json_response({"products": [describe(p, grants.for_key(key, p.name)) for p in products]})
+    readable = readable_grants(catalog, grants, key)
+    return json_response({"products": [describe(g.product, g) for g in readable]})
 
 
 @router.get("/{name}")
