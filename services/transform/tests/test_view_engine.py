@@ -7,8 +7,8 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from freshet.common.sql.types import numeric_div
-from freshet.transform.views.engine import _same_fn, exact_decimals, numeric_avg
+from freshet.common.sql.types import encoder, numeric_div
+from freshet.transform.views.engine import _same_fn, exact_decimals, numeric_avg, numeric_json
 
 exact_decimals()
 
@@ -64,3 +64,14 @@ def test_only_the_same_expression_shares_an_aggregate_state() -> None:
     assert _same_fn(plus(column(0, 1), column(1, 2)), plus(column(0, 1), column(1, 2)))
     assert not _same_fn(plus(column(0, 1), column(1, 2)), plus(column(0, 1), column(1, 1)))
     assert not _same_fn(lambda t: t[0], lambda t: t[0])  # two lambdas: two code objects
+
+
+@given(numerics)
+def test_a_numeric_in_a_view_row_is_written_as_its_encoder_writes_it(value: Decimal) -> None:
+    assert numeric_json(value) == encoder("numeric")(value)
+
+
+def test_numeric_zeros_and_specials_are_written_as_their_encoder_writes_them() -> None:
+    for text in ["0", "-0", "-0.00", "0E-7", "NaN", "Infinity", "-Infinity", "1E-7", "-1.50"]:
+        value = Decimal(text)
+        assert numeric_json(value) == encoder("numeric")(value), text

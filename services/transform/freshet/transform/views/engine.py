@@ -664,11 +664,10 @@ class ViewEngine:
         names, encoders = self._out_names, self._out_encoders
         dumps = orjson.dumps
         if all(t in _WRITTEN_AS_IS for t in types):
-            numeric = encoder("numeric")
 
             def tag(value: Any) -> Any:
                 if type(value) is decimal.Decimal:
-                    return numeric(value)
+                    return numeric_json(value)
                 raise TypeError(f"a {type(value).__name__} in a view row")
 
             def native(row: Sequence[Any]) -> bytes:
@@ -697,6 +696,20 @@ class ViewEngine:
 
 
 _NULLS: tuple[None, ...] = (None,) * 256
+
+_NUMERIC = encoder("numeric")
+
+
+def numeric_json(value: decimal.Decimal) -> str:
+    """A numeric as a view row writes it.
+
+    :func:`~freshet.common.sql.types.encoder`'s value; a finite non-zero one directly (plain
+    notation), without its two calls.
+    """
+    if value and value.is_finite():
+        return format(value, "f")
+    return str(_NUMERIC(value))  # a zero (no sign), NaN, infinities
+
 
 _WRITTEN_AS_IS = frozenset(
     {"bool", "int2", "int4", "int8", "text", "uuid", "timetz", "json", "jsonb", "numeric"}
@@ -989,8 +1002,11 @@ def numeric_avg(total: decimal.Decimal, n: int) -> decimal.Decimal:
         first1 = mantissa * 10**shift if shift >= 0 else mantissa // 10 ** (-shift)
     else:
         weight1, first1 = 0, 0
-    weight2 = (len(str(n)) - 1) // 4
-    first2 = n // 10 ** (4 * weight2)
+    if n < 10_000:
+        weight2, first2 = 0, n
+    else:
+        weight2 = (len(str(n)) - 1) // 4
+        first2 = n // 10 ** (4 * weight2)
     qweight = weight1 - weight2 - (1 if first1 <= first2 else 0)
     rscale = min(max(NUMERIC_MIN_SIG_DIGITS - 4 * qweight, -exponent), NUMERIC_MAX_DISPLAY_SCALE)
     quotient, remainder = divmod(mantissa * 10 ** (exponent + rscale), n)
