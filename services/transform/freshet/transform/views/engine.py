@@ -118,14 +118,6 @@ def event_position(value: dict[str, Any]) -> Pos:
     return (commit, -1 if value["op"] == "r" else lsn)
 
 
-def _position(event: ChangeEvent) -> Pos:
-    """:func:`event_position` of a decoded :class:`ChangeEvent`."""
-    source = event.source
-    lsn = int(source.lsn or 0)
-    commit = int(source.commit_lsn or lsn)
-    return (commit, -1 if event.op == "r" else lsn)
-
-
 _AS_IS = frozenset({"bool", "int2", "int4", "int8"})
 """Types whose decoder returns the JSON value as it is."""
 _TEXTS = frozenset({"text", "uuid", "timetz"})
@@ -341,7 +333,9 @@ class ViewEngine:
         table = self.by_topic[topic]
         assert table.reader is not None
         event = table.reader.decode(raw)
-        return table, event, _position(event)
+        source = event.source  # the position as event_position computes it
+        lsn = int(source.lsn or 0)
+        return table, event, (int(source.commit_lsn or lsn), -1 if event.op == "r" else lsn)
 
     def apply(self, table: Table, pos: Pos, key: bytes | None, event: ChangeEvent) -> bool:
         """Apply one change event (from :meth:`read`); False when it was a duplicate and skipped.
