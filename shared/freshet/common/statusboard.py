@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from freshet.common import codec, topics
 from freshet.common.exceptions import FreshetError
-from freshet.common.kafka import CompactedTopicView
+from freshet.common.kafka import FETCH_WAIT_MS, CompactedTopicView
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class StatusBoard:
         Raises:
             freshet.common.exceptions.KafkaError: the topic cannot be read within ``timeout``.
         """
-        view = CompactedTopicView(bootstrap, topics.STATUS, codec.loads, on_change=self._changed)
+        view = CompactedTopicView(
+            bootstrap, topics.STATUS, codec.loads, self._changed, fetch_wait_ms=FETCH_WAIT_MS
+        )
         view.start(timeout)
         self._view = view
 

@@ -21,7 +21,13 @@ from prometheus_client import Counter, Gauge
 from pydantic import SecretStr, ValidationError
 
 from freshet.common import codec, topics
-from freshet.common.kafka import consumer_config, ensure_topics, produce_sync, producer_config
+from freshet.common.kafka import (
+    CONTROL_FETCH_WAIT_MS,
+    consumer_config,
+    ensure_topics,
+    produce_sync,
+    producer_config,
+)
 from freshet.common.schemas import PostgresSourceSpec, SourceStatus
 from freshet.common.secrets import SecretBox
 from freshet.ingest.config import IngestSettings
@@ -83,7 +89,11 @@ class IngestService:
             self._settings.kafka_bootstrap, topics.control_topics(self._settings.topic_partitions)
         )
         consumer = Consumer(
-            consumer_config(self._settings.kafka_bootstrap, self._settings.ingest_group)
+            consumer_config(
+                self._settings.kafka_bootstrap,
+                self._settings.ingest_group,
+                **{"fetch.wait.max.ms": CONTROL_FETCH_WAIT_MS},
+            )
         )
         consumer.subscribe(
             [topics.CONTROL_SOURCES],

@@ -49,6 +49,7 @@ from pydantic import ValidationError
 from freshet.common import topics
 from freshet.common.exceptions import KafkaError
 from freshet.common.kafka import (
+    CONTROL_FETCH_WAIT_MS,
     consumer_config,
     ensure_topics,
     partitions_of,
@@ -533,7 +534,11 @@ class ProductPublishing:
         self._assigned.clear()
         self._caught_up = False
         ensure_topics(settings.kafka_bootstrap, topics.control_topics(settings.topic_partitions))
-        consumer = Consumer(consumer_config(settings.kafka_bootstrap, self.group))
+        consumer = Consumer(
+            consumer_config(
+                settings.kafka_bootstrap, self.group, **{"fetch.wait.max.ms": CONTROL_FETCH_WAIT_MS}
+            )
+        )
         consumer.subscribe(
             [topics.CONTROL_PRODUCTS],
             on_assign=self._on_assign,

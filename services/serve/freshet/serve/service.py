@@ -34,7 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import ValidationError
 
 from freshet.common import topics
-from freshet.common.kafka import consumer_config, ensure_topics, read_to_end
+from freshet.common.kafka import CONTROL_FETCH_WAIT_MS, consumer_config, ensure_topics, read_to_end
 from freshet.common.schemas import ViewSpec
 from freshet.serve import metrics
 from freshet.serve.config import ServeSettings
@@ -114,7 +114,13 @@ class ServeService:
     def run(self, stop: threading.Event) -> None:
         settings = self._settings
         ensure_topics(settings.kafka_bootstrap, topics.control_topics(settings.topic_partitions))
-        consumer = Consumer(consumer_config(settings.kafka_bootstrap, settings.serve_group))
+        consumer = Consumer(
+            consumer_config(
+                settings.kafka_bootstrap,
+                settings.serve_group,
+                **{"fetch.wait.max.ms": CONTROL_FETCH_WAIT_MS},
+            )
+        )
         consumer.subscribe(
             [topics.CONTROL_VIEWS],
             on_assign=self._on_assign,

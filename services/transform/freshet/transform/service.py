@@ -28,7 +28,13 @@ from pydantic import ValidationError
 
 from freshet.common import codec, topics
 from freshet.common.exceptions import ConfigError
-from freshet.common.kafka import CompactedTopicView, consumer_config, ensure_topics, producer_config
+from freshet.common.kafka import (
+    CONTROL_FETCH_WAIT_MS,
+    CompactedTopicView,
+    consumer_config,
+    ensure_topics,
+    producer_config,
+)
 from freshet.common.pipelines import PipelineError, PipelineSpec, compile_pipeline
 from freshet.common.schemas import DataflowStatus, TableSchema, ViewSpec
 from freshet.common.secrets import SecretBox
@@ -110,7 +116,11 @@ class TransformService:
         # Not the faust app's own group (the same id would mix two assignment protocols). The
         # group kept its first name when pipelines joined the views on it.
         consumer = Consumer(
-            consumer_config(settings.kafka_bootstrap, f"{settings.transform_group}.views")
+            consumer_config(
+                settings.kafka_bootstrap,
+                f"{settings.transform_group}.views",
+                **{"fetch.wait.max.ms": CONTROL_FETCH_WAIT_MS},
+            )
         )
         consumer.subscribe(
             list(KINDS),

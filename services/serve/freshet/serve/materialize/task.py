@@ -1,10 +1,11 @@
 """One view at work: consume its topic and keep each of its stores up to date.
 
-One consumer (assigned, not in a group) reads every partition of the view's topic. Each store
-(:class:`~freshet.serve.materialize.stores.base.ViewStore`) keeps its own positions: the consumer
-starts from the lowest, and each store skips the records it already holds, so a store that fails
-(PostgreSQL or Redis down) neither stops nor holds back the other. A failed store is re-opened
-after a backoff; it reads its positions again and the consumer goes back to them.
+Each store (:class:`~freshet.serve.materialize.stores.base.ViewStore`) is followed by its own
+thread with its own consumer (assigned, not in a group) over every partition of the view's
+topic, from the store's own positions. So a store that fails (PostgreSQL or Redis down) neither
+stops nor holds back the other, and a slow commit in one (a PostgreSQL transaction) never delays
+the next change in the other (the Redis read path). A failed store is re-opened after a backoff;
+it reads its positions again and its consumer goes back to them.
 """
 
 from __future__ import annotations
@@ -34,10 +35,6 @@ from freshet.serve.materialize.stores.base import ViewStore
 log = logging.getLogger(__name__)
 
 FENCED_RETRY_S = 0.2
-FETCH_WAIT_MS = 10
-"""``fetch.wait.max.ms`` of the view consumer: Tansu holds a fetch for the whole wait even when
-data arrives (measured at 2,000 records/s: produce->consume p50 35 ms at 100 ms, 10 ms at 5 ms),
-and every row served waits for it."""
 WATCH_INTERVAL_S = 0.5
 
 Record = Change | tuple[int, int]
@@ -57,6 +54,7 @@ class StoreState:
     stale: bool = False
     ready: bool = False
     lag: int | None = None
+    watched_at: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         state = (
@@ -97,8 +95,6 @@ class ViewMaterializer:
         self._settings = settings
         self._topic = topics.view_topic(layout.name)
         self._decode_key = self.layout.key_decoder()
-        self._partitions: list[int] = []
-        self._last_watch = 0.0
         self.last_progress = time.monotonic()
 
     def describe(self) -> dict[str, Any]:
@@ -107,39 +103,78 @@ class ViewMaterializer:
     # --- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        """Follow the topic into every store until ``stop`` is set or every store is stale.
+
+        Raises the first failure that concerns the view itself (from any store's thread) after
+        stopping the other threads.
+        """
         settings = self._settings
         ensure_topics(
             settings.kafka_bootstrap,
             [TopicSpec(self._topic, settings.topic_partitions, COMPACTED)],
         )
+        halt = threading.Event()
+        failures: list[BaseException] = []
+
+        def follow(state: StoreState) -> None:
+            try:
+                self._follow(state, stop, halt)
+            except BaseException as exc:
+                failures.append(exc)
+                halt.set()
+
+        threads = [
+            threading.Thread(
+                target=follow,
+                args=(state,),
+                name=f"serve-{self.layout.name}-{state.store.kind}",
+                daemon=True,
+            )
+            for state in self.stores
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                if stop.is_set():
+                    halt.set()
+                thread.join(0.2)
+        if failures:
+            raise failures[0]
+        if not stop.is_set():
+            log.info("view %s: a newer generation took over; stopping", self.layout.name)
+        log.info("view %s generation %d stopped", self.layout.name, self.layout.generation)
+
+    def _follow(self, state: StoreState, stop: threading.Event, halt: threading.Event) -> None:
+        """One store's loop: its own consumer, from its own positions."""
+        settings = self._settings
         consumer = Consumer(
             consumer_config(
                 settings.kafka_bootstrap,
-                f"freshet-serve-{self.layout.name}-assigned",
-                **{"fetch.wait.max.ms": FETCH_WAIT_MS},
+                f"freshet-serve-{self.layout.name}-{state.store.kind}-assigned",
+                **{"fetch.wait.max.ms": state.store.fetch_wait_ms},
             )
         )
         try:
-            self._partitions = partitions_of(consumer, self._topic)
-            while not stop.is_set():
-                if self._open_due():
-                    self._assign(consumer)
-                live = [s for s in self.stores if s.offsets is not None]
-                if not live:
-                    if all(s.stale for s in self.stores):
-                        log.info(
-                            "view %s: a newer generation took over; stopping", self.layout.name
-                        )
+            partitions = partitions_of(consumer, self._topic)
+            while not (stop.is_set() or halt.is_set()):
+                if state.offsets is None:
+                    if state.stale:
                         return
-                    stop.wait(self._until_retry())
+                    wait = state.retry_at - time.monotonic()
+                    if wait > 0:
+                        halt.wait(min(wait, 0.2))
+                        continue
+                    if self._open(state, partitions):
+                        assert state.offsets is not None
+                        consumer.assign(
+                            [TP(self._topic, p, state.offsets.get(p, 0)) for p in partitions]
+                        )
                     continue
-                records = self._decode(self._poll(consumer))
-                for state in live:
-                    self._write(state, records)
-                self._watch(consumer)
+                self._write(state, self._decode(self._poll(consumer)))
+                self._watch(consumer, state, partitions)
         finally:
             consumer.close()
-        log.info("view %s generation %d stopped", self.layout.name, self.layout.generation)
 
     def _poll(self, consumer: Consumer) -> list[Message]:
         first = consumer.poll(0.1)
@@ -197,37 +232,24 @@ class ViewMaterializer:
 
     # --- opening and failing stores -------------------------------------------------------
 
-    def _open_due(self) -> bool:
-        """Open the stores whose (re)try time has come; True if any opened."""
-        opened = False
-        now = time.monotonic()
-        for state in self.stores:
-            if state.offsets is not None or state.stale or now < state.retry_at:
-                continue
-            try:
-                offsets = state.store.open(self._partitions)
-            except Exception as exc:
-                self._fail(state, exc)
-                continue
-            state.offsets = dict(offsets)
-            state.error = None
-            state.ready = False
-            opened = True
-            log.info(
-                "view %s generation %d: %s resumes at %s",
-                self.layout.name,
-                self.layout.generation,
-                state.store.kind,
-                state.offsets,
-            )
-        return opened
-
-    def _assign(self, consumer: Consumer) -> None:
-        """Consume every partition from the lowest position of the open stores."""
-        live = [s.offsets for s in self.stores if s.offsets is not None]
-        consumer.assign(
-            [TP(self._topic, p, min(o.get(p, 0) for o in live)) for p in self._partitions]
+    def _open(self, state: StoreState, partitions: list[int]) -> bool:
+        """Open the store; True if it opened (its positions are in ``state.offsets``)."""
+        try:
+            offsets = state.store.open(partitions)
+        except Exception as exc:
+            self._fail(state, exc)
+            return False
+        state.offsets = dict(offsets)
+        state.error = None
+        state.ready = False
+        log.info(
+            "view %s generation %d: %s resumes at %s",
+            self.layout.name,
+            self.layout.generation,
+            state.store.kind,
+            state.offsets,
         )
+        return True
 
     def _fail(self, state: StoreState, exc: Exception) -> None:
         kind = state.store.kind
@@ -252,41 +274,34 @@ class ViewMaterializer:
         state.error = f"{type(exc).__name__}: {exc} (retrying in {delay:.0f}s)"
         log.warning("view %s: %s failed: %s", self.layout.name, kind, state.error)
 
-    def _until_retry(self) -> float:
-        waits = [s.retry_at - time.monotonic() for s in self.stores if not s.stale]
-        return max(0.05, min(waits, default=0.5))
-
     # --- lag and readiness ----------------------------------------------------------------
 
-    def _watch(self, consumer: Consumer) -> None:
+    def _watch(self, consumer: Consumer, state: StoreState, partitions: list[int]) -> None:
         now = time.monotonic()
-        if now - self._last_watch < WATCH_INTERVAL_S:
+        if now - state.watched_at < WATCH_INTERVAL_S or state.offsets is None:
             return
-        self._last_watch = now
+        state.watched_at = now
         highs: dict[int, int] = {}
-        for p in self._partitions:
+        for p in partitions:
             _low, high = consumer.get_watermark_offsets(TP(self._topic, p), cached=True)
             if high >= 0:
                 highs[p] = high
-        known = len(highs) == len(self._partitions)
-        for state in self.stores:
-            if state.offsets is None:
-                continue
-            lag = sum(max(0, high - state.offsets.get(p, 0)) for p, high in highs.items())
-            state.lag = lag if known else None
-            labels = (self.layout.name, state.store.kind)
-            metrics.LAG.labels(*labels).set(lag)
-            if known and lag == 0 and not state.ready:
-                try:
-                    state.store.caught_up()
-                except Exception as exc:
-                    self._fail(state, exc)
-                    continue
-                state.ready = True
-                metrics.READY.labels(*labels).set(1)
-                log.info(
-                    "view %s generation %d: %s caught up",
-                    self.layout.name,
-                    self.layout.generation,
-                    state.store.kind,
-                )
+        known = len(highs) == len(partitions)
+        lag = sum(max(0, high - state.offsets.get(p, 0)) for p, high in highs.items())
+        state.lag = lag if known else None
+        labels = (self.layout.name, state.store.kind)
+        metrics.LAG.labels(*labels).set(lag)
+        if known and lag == 0 and not state.ready:
+            try:
+                state.store.caught_up()
+            except Exception as exc:
+                self._fail(state, exc)
+                return
+            state.ready = True
+            metrics.READY.labels(*labels).set(1)
+            log.info(
+                "view %s generation %d: %s caught up",
+                self.layout.name,
+                self.layout.generation,
+                state.store.kind,
+            )

@@ -36,6 +36,12 @@ class ViewStore(ABC):
     max_records: int | None = None
     """At most this many records per batch (None: no limit)."""
 
+    fetch_wait_ms: int = 100
+    """``fetch.wait.max.ms`` of the consumer that follows the view topic into this store: the
+    broker may hold a fetch that long before it answers with a change that arrived meanwhile, and
+    each fetch costs it CPU (see :mod:`freshet.common.kafka`). The store the API reads from waits
+    less."""
+
     @abstractmethod
     def open(self, partitions: list[int]) -> dict[int, int]:
         """Prepare the store for this generation; the next offset to apply per partition.

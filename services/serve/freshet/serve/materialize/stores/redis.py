@@ -260,6 +260,7 @@ class RedisStore(ViewStore):
     """One view generation in Redis (see the module docstring for the layout)."""
 
     kind = "redis"
+    fetch_wait_ms = 10  # the read path: every row served waits for it
 
     def __init__(
         self,
