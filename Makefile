@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PROJECTS := shared services/ingest services/control services/transform services/serve devstack
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PROJECTS))
 
-.PHONY: help deps sysdeps venv run up down status test lint typecheck unit test-oracle bench bench-ingest bench-transform bench-serve clean
+.PHONY: help deps sysdeps venv run up down status test lint typecheck unit test-oracle bench bench-broker bench-ingest bench-transform bench-serve clean
 
 help:
 	@echo "make run    - start broker, PostgreSQL, Redis, the four services and the demo (Ctrl-C stops)"
@@ -62,6 +62,9 @@ test-oracle: deps
 
 bench: deps
 	$(PY) -m bench.run
+
+bench-broker: deps
+	$(PY) -m bench.run broker
 
 bench-ingest: deps
 	$(PY) -m bench.run ingest

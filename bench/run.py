@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import common, ingest, serve, transform
+from bench import broker, common, ingest, serve, transform
 
 
 def _ingest(args: argparse.Namespace) -> tuple[str, str]:
@@ -66,7 +66,15 @@ def _serve(args: argparse.Namespace) -> tuple[str, str]:
     return serve.HEADING, serve.report(result)
 
 
+def _broker(args: argparse.Namespace) -> tuple[str, str]:
+    settings = broker.Settings()
+    if args.quick:
+        settings.windows, settings.window_s = 2, 2.0
+    return broker.HEADING, broker.report(broker.run(settings))
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], tuple[str, str]]] = {
+    "broker": _broker,
     "ingest": _ingest,
     "transform": _transform,
     "serve": _serve,
