@@ -153,7 +153,9 @@ while i <= #ARGV do
       end
     end
     redis.call('HSET', KEYS[3], k, row)
-    redis.call('ZADD', KEYS[4], 0, k)
+    if not before then
+      redis.call('ZADD', KEYS[4], 0, k)  -- a row held before is listed already
+    end
     changed(k, kj, row, before)
     applied = applied + 1
   end
