@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from freshet.devstack.config import EMBEDDED_TOPIC_PARTITIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "BENCHMARKS.md"
 TITLE = "# Benchmarks"
@@ -199,6 +201,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return float("nan")
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+PARTITIONS = EMBEDDED_TOPIC_PARTITIONS
+"""Partitions per topic in every benchmark's stack: what ``make run`` gives the embedded broker."""
+
+
+def partitions_phrase() -> str:
+    """How the reports say it: "1 partition per topic, as `make run` has it"."""
+    noun = "partition" if PARTITIONS == 1 else "partitions"
+    return f"{PARTITIONS} {noun} per topic, as `make run` has it"
 
 
 def fmt_int(value: float) -> str:

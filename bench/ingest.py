@@ -69,7 +69,7 @@ RECV_SLOT = "bench_recvlogical"
 ORDERS_TOPIC = topics.cdc_topic(SOURCE, "public", "orders")
 TICKS_TOPIC = topics.cdc_topic(SOURCE, "public", "ticks")
 FLOOR_TOPIC = "bench.broker-floor"
-PARTITIONS = 3
+PARTITIONS = common.PARTITIONS
 
 INGEST_LINGER_MS = IngestSettings.model_fields["ingest_linger_ms"].default
 """The change-event producer's linger.ms (ingest's default); the broker floor uses it too."""
@@ -1484,7 +1484,7 @@ def report(r: Result) -> str:
         "`fsync=on`, `full_page_writes=on`, `wal_level=logical`, both on 127.0.0.1 and started "
         "by the benchmark in a temporary directory; autovacuum is off for the two bench tables so "
         "that it does not run in the middle of a measurement. Ingest runs as its own process "
-        f"(`python -m freshet.ingest`, {PARTITIONS} partitions per topic, its default settings: "
+        f"(`python -m freshet.ingest`, {common.partitions_phrase()}, its default settings: "
         "pgoutput v2 with `streaming=on`, idempotent producer with `acks=all` and "
         f"`linger.ms={INGEST_LINGER_MS}`, "
         "5% of transactions traced). The source (`snapshot: never`) is registered by writing "

@@ -1149,7 +1149,7 @@ def report(r: Result) -> str:
         f"`wal_level=logical`) and Redis {r.redis_version} (append-only file, `everysec`), all on "
         "127.0.0.1 and started by the benchmark in a temporary directory. Ingest, transform and "
         "serve run as their own processes (`python -m freshet.<service>`, default settings, "
-        f"{transform.PARTITIONS} partitions per topic); serve materializes into Redis and into "
+        f"{common.partitions_phrase()}); serve materializes into Redis and into "
         "its PostgreSQL target database (as `make run` runs it) and was healthy "
         f"{r.serve_ready_s:.1f} s after it started. The source (`snapshot: initial`), the view, "
         "the product and the API key are written to their `freshet.control.*` topics, as control "

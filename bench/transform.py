@@ -68,7 +68,7 @@ from freshet.devstack.harness import Control, fold
 
 HEADING = "## Transform (incremental materialized views)"
 DATABASE = "bench"
-PARTITIONS = 3
+PARTITIONS = common.PARTITIONS
 SOURCE_A = "tput"
 SOURCE_B = "fresh"
 
@@ -1384,7 +1384,7 @@ def report(r: Result) -> str:
         f"`wal_level=logical`) and Redis {r.redis_version} (append-only file, `everysec`), all on "
         "127.0.0.1 and started by the benchmark in a temporary directory. Ingest and transform "
         "run as their own processes (`python -m freshet.ingest`, `python -m freshet.transform`, "
-        f"default settings, {PARTITIONS} partitions per topic); the transform worker was healthy "
+        f"default settings, {common.partitions_phrase()}); the transform worker was healthy "
         f"{r.transform_ready_s:.1f} s after it started. Sources (`snapshot: initial`) and views "
         "are registered by writing their specs to `freshet.control.sources` / "
         "`freshet.control.views`, as control does (views compiled against `freshet.schemas` "

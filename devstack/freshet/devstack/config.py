@@ -12,6 +12,17 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+EMBEDDED_TOPIC_PARTITIONS = 1
+"""Partitions of every topic on the embedded broker.
+
+Tansu 0.6's memory storage answers each fetch that finds data by listing every batch stored in
+each partition fetched, so a stream costs the broker in proportion to the partitions it is spread
+over: at 2,000 changes/s the serve benchmark's stack kept up with one partition per topic and
+fell seconds behind with three (BENCHMARKS.md). One process per service consumes every partition
+anyway, so more partitions buy no parallelism here; on Apache Kafka, set
+``FRESHET_TOPIC_PARTITIONS`` on the services instead (their default is 3).
+"""
+
 
 class DevstackSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRESHET_", frozen=True, extra="ignore")
@@ -36,6 +47,11 @@ class DevstackSettings(BaseSettings):
         default=SecretStr(""),
         description="Fernet key shared by the services; generated into <state>/secret-key "
         "if empty.",
+    )
+    topic_partitions: int = Field(
+        default=EMBEDDED_TOPIC_PARTITIONS,
+        ge=1,
+        description="Partitions of the topics the services create on the embedded broker.",
     )
     workload_rate: float = Field(
         default=20.0, ge=0.0, description="Demo transactions per second; 0 turns the workload off."

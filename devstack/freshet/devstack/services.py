@@ -27,6 +27,7 @@ class StackContext:
     redis_url: str
     target_database_url: str
     state_dir: Path
+    topic_partitions: int
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,10 @@ class ServiceSpec:
 
 
 def common_env(ctx: StackContext) -> dict[str, str]:
-    """What every service gets: the broker and the key that encrypts secrets on the topics."""
+    """What every service gets: the broker, its partitions per topic, the secrets' key."""
     return {
         "FRESHET_KAFKA_BOOTSTRAP": ctx.kafka_bootstrap,
+        "FRESHET_TOPIC_PARTITIONS": str(ctx.topic_partitions),
         "FRESHET_SECRET_KEY": ctx.secret_key,
         "PYTHONUNBUFFERED": "1",
     }

@@ -210,6 +210,7 @@ class Stack:
                 f"@127.0.0.1:{s.pg_port}/{SERVE_DATABASE}"
             ),
             state_dir=state.root,
+            topic_partitions=s.topic_partitions,
         )
         if self._stop.is_set():
             return
