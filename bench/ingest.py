@@ -1509,7 +1509,8 @@ def report(r: Result) -> str:
         "garbage collector off while it stamps arrivals.",
         "- The broker alone: after ingest stopped, a plain producer with ingest's producer "
         f"settings sends {fl.sent:,} events of the same size at {s.rate:,}/s (after the same "
-        "warm-up) to a 3-partition topic read by the same kind of consumer, "
+        f"warm-up) to a topic partitioned like ingest's ({PARTITIONS}) and read by the same "
+        "kind of consumer, "
         f"missing {fl.missing}. This is the floor any producer gets on this broker.",
         f"- Backlog, per round: table `orders` (6 columns: bigint key, int, text, numeric(12,2), "
         f"text, timestamptz); {b0.inserts:,} single-row INSERTs in transactions of {s.tx_rows} "
