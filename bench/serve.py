@@ -50,7 +50,13 @@ from pydantic import SecretStr
 from bench import common, transform
 from bench.ingest import tansu_version
 from freshet.common import codec, topics
-from freshet.common.kafka import consumer_config, partitions_of, produce_sync, producer_config
+from freshet.common.kafka import (
+    CHANGE_FETCH_WAIT_MS,
+    consumer_config,
+    partitions_of,
+    produce_sync,
+    producer_config,
+)
 from freshet.common.products import ApiKeySpec, ProductRole, ProductSpec
 from freshet.common.schemas import ViewSpec
 from freshet.devstack import servers
@@ -408,7 +414,7 @@ class ViewArrivals:
             consumer_config(
                 bootstrap,
                 f"bench-serve-{uuid.uuid4().hex[:8]}",
-                **{"fetch.wait.max.ms": 10, "fetch.min.bytes": 1},
+                **{"fetch.wait.max.ms": CHANGE_FETCH_WAIT_MS, "fetch.min.bytes": 1},
             )
         )
         self._consumer.assign(
@@ -1167,7 +1173,8 @@ def report(r: Result) -> str:
         "never touches) to a new unique price, then GETs it through serve with httpx "
         f"(keep-alive) every {1000 * s.poll_interval_s:.0f} ms until that price is served; the "
         "latency ends when the GET that showed it returned. The baseline consumer "
-        "(confluent-kafka, assigned, `fetch.wait.max.ms=10`, started before the workload) stamps "
+        f"(confluent-kafka, assigned, `fetch.wait.max.ms={CHANGE_FETCH_WAIT_MS}` as serve's own, "
+        "started before the workload) stamps "
         "each record as `poll()` returns it. One host, one clock. "
         + "; ".join(_fresh_detail(fr, d) for fr, d in zip(r.fresh, r.drain_s, strict=True))
         + ". The point reads started after that.",

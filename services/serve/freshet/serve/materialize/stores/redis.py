@@ -58,6 +58,7 @@ from typing import Any
 import orjson
 import redis
 
+from freshet.common.kafka import CHANGE_FETCH_WAIT_MS
 from freshet.common.sql.types import encoder as json_encoder
 from freshet.serve.exceptions import Fenced, StaleGeneration
 from freshet.serve.materialize.batch import Batch
@@ -262,7 +263,7 @@ class RedisStore(ViewStore):
     """One view generation in Redis (see the module docstring for the layout)."""
 
     kind = "redis"
-    fetch_wait_ms = 10  # the read path: every row served waits for it
+    fetch_wait_ms = CHANGE_FETCH_WAIT_MS  # the read path: every row served waits for it
 
     def __init__(
         self,
