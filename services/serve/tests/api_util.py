@@ -93,6 +93,7 @@ class ServeApi:
             fields=tuple(exposed),
             key=view.key,
             columns=tuple(by_name[f] for f in exposed),
+            indexes=tuple(f for f in view.indexes if f in exposed),
             roles=roles or {"reader": ProductRole()},
             hash_salt_encrypted=self.box.encrypt(SecretStr("salt-" + self.unique))
             if hashes

@@ -16,8 +16,9 @@ def spec(
     columns: dict[str, str],
     key: dict[str, tuple[str, bool]],
     generation: int = 1,
+    indexes: tuple[str, ...] = (),
 ) -> ViewSpec:
-    """A view spec: ``key`` maps a key field to (type, nullable)."""
+    """A view spec: ``key`` maps a key field to (type, nullable); ``indexes`` as control's."""
     return ViewSpec(
         name=name,
         sql="-",
@@ -26,6 +27,7 @@ def spec(
         tables=("s.public.t",),
         generation=generation,
         key_columns=tuple(KeyColumn(name=n, type=t, nullable=nl) for n, (t, nl) in key.items()),
+        indexes=indexes,
     )
 
 

@@ -26,6 +26,7 @@ VIEW = spec(
     "orders_api",
     {"id": "int8", "region": "text", "total": "numeric", "email": "text", "doc": "jsonb"},
     {"id": ("int8", False)},
+    indexes=("region", "total"),  # email is filtered on by examining rows
 )
 REGIONS = ["EU", "US", "APAC", None]
 
@@ -123,6 +124,11 @@ def test_pages_cover_every_row_once_in_key_order(api: ServeApi) -> None:
             ROWS.values(), key=lambda r: (r["region"] is None, r["region"] or "", r["id"])
         )
         assert [r["id"] for r in by_region] == [r["id"] for r in want]
+        # A field without an index cannot be sorted on; the answer says why and what can.
+        response = _get(client, path, key, sort="email")
+        assert response.status_code == 400
+        detail = response.json()["detail"]
+        assert "no index on it" in detail and "sortable: id, region, total" in detail, detail
 
 
 def test_filters_match_what_sql_would_return(api: ServeApi) -> None:
@@ -304,6 +310,9 @@ def test_point_reads_and_composite_keys(api: ServeApi) -> None:
         # Filters on the first key column use the key order.
         got = _get(client, base, key, region="EU").json()["rows"]
         assert [r["n"] for r in got] == [0, 1]
+        # A filter on a field without an index examines the rows in key order.
+        got = _get(client, base, key, day="2024-01-02").json()["rows"]
+        assert [r["n"] for r in got] == [0, 2]
     single = api.product(VIEW, name=f"single_{api.unique}")
     with api.client() as client:
         wait_for(client, f"/v1/products/{single.name}/rows", key)
@@ -332,6 +341,13 @@ def test_openapi_describes_each_readable_product(api: ServeApi) -> None:
         }
         assert {"region", "total.gte", "sort", "cursor", "lsn"} <= params
         assert "email" not in params  # masked: not filterable
+        (sort,) = [
+            p
+            for p in doc["paths"][f"/v1/products/{product.name}/rows"]["get"]["parameters"]
+            if p["name"] == "sort"
+        ]
+        # The first key column and the indexed fields (email is masked, doc has no order).
+        assert sort["schema"]["enum"] == ["id", "-id", "region", "-region", "total", "-total"]
 
 
 def test_a_product_whose_salt_serve_cannot_decrypt_fails_alone(api: ServeApi) -> None:

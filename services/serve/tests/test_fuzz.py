@@ -54,11 +54,14 @@ TYPES = spec(
         "email": "text",
     },
     {"id": ("int8", False)},
+    # Every type with an order, but name and email (filtered on by examining rows).
+    indexes=("small", "price", "ratio", "ok", "day", "at", "uid"),
 )
 COMPOSITE = spec(
     "fuzz_days",
     {"region": "text", "day": "date", "n": "int4"},
     {"region": ("text", True), "day": ("date", False)},
+    indexes=("n",),
 )
 
 

@@ -36,6 +36,7 @@ VIEW = spec(
         "doc": "jsonb",
     },
     {"id": ("int8", False)},
+    indexes=("region", "total", "qty", "price"),  # day and paid: filtered by examining rows
 )
 REGIONS = ["EU", "US", "APAC", None]
 FIELDS = "id region total email qty price paid day tags doc"
@@ -459,6 +460,7 @@ def test_bad_arguments_are_errors_naming_them(api: ServeApi) -> None:
             (f'{{ {name}(filter: {{nosuch: {{eq: "1"}}}}) {{ rows {{ id }} }} }}', "nosuch"),
             (f'{{ {name}(filter: {{region: {{between: "1"}}}}) {{ rows {{ id }} }} }}', "between"),
             (f"{{ {name}(sort: doc_ASC) {{ rows {{ id }} }} }}", "doc_ASC"),
+            (f"{{ {name}(sort: day_ASC) {{ rows {{ id }} }} }}", "day_ASC"),  # no index
         ):
             body = _gql(client, key, query).json()
             assert "data" not in body, query

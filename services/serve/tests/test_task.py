@@ -156,7 +156,9 @@ def test_two_materializers_of_one_view_keep_the_stores_exact(
     """Both write at once (a zombie and its successor): the stores' fencing keeps them exact."""
     view = f"{unique}_twice"
     layout = ViewLayout.of(
-        spec(view, {"id": "int4", "v": "text", "n": "int4"}, {"id": ("int4", False)})
+        spec(
+            view, {"id": "int4", "v": "text", "n": "int4"}, {"id": ("int4", False)}, indexes=("n",)
+        )
     )
     target = PostgresTarget(target_url, "freshet")
     settings = _settings(kafka, redis_server, unique)

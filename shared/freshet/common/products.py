@@ -52,9 +52,10 @@ class ProductRole(_Frozen):
 class ProductSpec(_Frozen):
     """A data product as control writes it (key = product name).
 
-    ``key`` and ``columns`` are copied from the view when the product is defined (``columns``
-    are the exposed fields with their types); ``hash_salt_encrypted`` is the Fernet-encrypted
-    salt of ``hash`` masks (see :mod:`freshet.common.secrets`), never returned by an API.
+    ``key``, ``columns`` and ``indexes`` are copied from the view when the product is defined
+    (``columns`` are the exposed fields with their types); ``hash_salt_encrypted`` is the
+    Fernet-encrypted salt of ``hash`` masks (see :mod:`freshet.common.secrets`), never returned
+    by an API.
     """
 
     name: Name
@@ -63,6 +64,11 @@ class ProductSpec(_Frozen):
     key: tuple[str, ...]
     columns: tuple[OutputColumn, ...]
     roles: dict[str, ProductRole]
+    indexes: tuple[str, ...] = Field(
+        default=(),
+        description="The exposed fields the view indexes, copied from the view when the product "
+        "is defined: rows can be sorted on them (and on the first key column).",
+    )
     publish_topic: bool = False
     topic_role: str | None = Field(
         default=None,

@@ -169,6 +169,12 @@ class ViewSpec(_Frozen):
         description="The key fields with their types, in the order of ``key`` (a key field that "
         "is not an output column is named ``_key<n>``). Empty in specs written before it existed.",
     )
+    indexes: tuple[str, ...] = Field(
+        default=(),
+        description="Output columns serve keeps a Redis index on: rows can be sorted on them and "
+        "an equality filter on one reads only the matching rows. Any field can be filtered on "
+        "without one (rows are examined in key order); the first key column needs none.",
+    )
 
 
 DataflowState = Literal["pending", "loading", "running", "stalled", "error", "stopped"]

@@ -113,6 +113,10 @@ class ProductOut(BaseModel):
         "fields: they are only in the record key of the view's topic."
     )
     columns: list[OutputColumn] = Field(description="The exposed fields with the view's types.")
+    indexes: list[str] = Field(
+        description="The exposed fields the view indexes (as the view was when the product was "
+        "defined): rows can be sorted on them and on the first key column."
+    )
     roles: dict[str, RoleOut]
     publish_topic: bool
     topic_role: str | None
@@ -126,6 +130,7 @@ class ProductOut(BaseModel):
             fields=list(spec.fields),
             key=list(spec.key),
             columns=list(spec.columns),
+            indexes=list(spec.indexes),
             roles={
                 role: RoleOut(row_filter=r.row_filter, masks=dict(r.masks))
                 for role, r in spec.roles.items()

@@ -57,7 +57,7 @@ class InvalidSpecError(ControlError):
     status_code = 422
     error_type = "value_error"
 
-    def __init__(self, loc: tuple[str, ...], msg: str) -> None:
+    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
         super().__init__(msg)
         self.loc = loc
         self.msg = msg

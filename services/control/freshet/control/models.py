@@ -195,18 +195,31 @@ class SourceList(BaseModel):
 MAX_SQL_LENGTH = 100_000
 
 
+MAX_INDEXES = 32
+
+_INDEXES_DESCRIPTION = (
+    "Output columns serve keeps a Redis index on, so that a product's rows can be sorted on "
+    "them and an equality filter on one reads only the rows that match. Every field can be "
+    "filtered on without one (rows are then examined in key order, a page at a time), and the "
+    "first key column is always sortable. Each index costs serve and Redis work on every change "
+    "of the field: index what clients sort or select on."
+)
+
+
 class ViewCreate(_Request):
-    """Body of ``POST /v1/views``: a name and a PostgreSQL ``SELECT`` over captured tables."""
+    """Body of ``POST /v1/views``: a name, a ``SELECT`` over captured tables, indexes."""
 
     name: Name
     sql: str = Field(min_length=1, max_length=MAX_SQL_LENGTH)
+    indexes: list[str] = Field(default=[], max_length=MAX_INDEXES, description=_INDEXES_DESCRIPTION)
 
 
 class ViewReplace(_Request):
-    """Body of ``PUT /v1/views/{name}``: the new SQL (``name`` may be repeated, unchanged)."""
+    """Body of ``PUT /v1/views/{name}``: the new SQL and indexes (``name`` may be repeated)."""
 
     name: Name | None = None
     sql: str = Field(min_length=1, max_length=MAX_SQL_LENGTH)
+    indexes: list[str] = Field(default=[], max_length=MAX_INDEXES, description=_INDEXES_DESCRIPTION)
 
 
 class DataflowStatusOut(DataflowStatus):
@@ -232,6 +245,7 @@ class ViewOut(BaseModel):
     key: list[str]
     columns: list[OutputColumn]
     tables: list[str] = Field(description="The source tables read, source.schema.table.")
+    indexes: list[str] = Field(description=_INDEXES_DESCRIPTION)
     generation: int
     status: DataflowStatusOut | PendingStatus
 
@@ -243,6 +257,7 @@ class ViewOut(BaseModel):
             key=list(spec.key),
             columns=list(spec.columns),
             tables=list(spec.tables),
+            indexes=list(spec.indexes),
             generation=spec.generation,
             status=PendingStatus() if status is None else DataflowStatusOut.from_status(status),
         )

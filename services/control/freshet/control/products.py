@@ -200,6 +200,7 @@ def build_product(
         fields=tuple(exposed),
         key=view.key,
         columns=tuple(by_name[f] for f in exposed),
+        indexes=tuple(f for f in view.indexes if f in exposed),
         roles=specs,
         publish_topic=publish_topic,
         topic_role=topic_role,

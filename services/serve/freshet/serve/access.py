@@ -38,6 +38,7 @@ from freshet.common.products import (
 )
 from freshet.common.sql.errors import SqlError
 from freshet.common.sql.expr import EvalError
+from freshet.common.sql.types import is_ordered
 from freshet.serve.catalog import Catalog
 from freshet.serve.exceptions import Forbidden, Unauthorized, Unavailable
 from freshet.serve.materialize.values import decoder
@@ -100,6 +101,21 @@ class Grant:
     _filter: Callable[[dict[str, Any]], Any] | None
     _filter_fields: tuple[tuple[str, Callable[[Any], Any]], ...]
     _maskers: tuple[tuple[str, Callable[[Any], Any], Masker], ...]
+
+    @property
+    def sortable(self) -> tuple[str, ...]:
+        """The fields the role may sort on: the first key column and the indexed ones, unmasked.
+
+        The indexes are the view's as the product copied them; a read checks the view's own.
+        """
+        first_key = self.product.key[0] if self.product.key else None
+        return tuple(
+            f
+            for f in self.fields
+            if (f == first_key or f in self.product.indexes)
+            and f not in self.masked
+            and is_ordered(self.types[f])
+        )
 
     def visible(self, row: dict[str, Any]) -> bool:
         """Whether the row filter holds for ``row`` (the view row's JSON object)."""

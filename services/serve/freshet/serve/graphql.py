@@ -182,10 +182,8 @@ def filterable(grant: Grant, name: str) -> bool:
 
 
 def sortable(grant: Grant, name: str) -> bool:
-    """Whether ``name`` is in the sort enum: as REST, an unmasked field with an order."""
-    type_ = grant.types[name]
-    unordered = type_ in UNFILTERABLE or type_ == "bytea" or t.is_array(type_)
-    return name not in grant.masked and not unordered
+    """Whether ``name`` is in the sort enum: as REST, an unmasked field with an index."""
+    return name in grant.sortable
 
 
 @strawberry.input(description="Conditions on one field, all of which must hold.")

@@ -222,15 +222,8 @@ def _filter_params(product: ProductSpec, grant: Grant) -> list[dict[str, Any]]:
     return params
 
 
-def _sortable(product: ProductSpec, grant: Grant) -> list[str]:
-    out: list[str] = []
-    for column in product.columns:
-        if column.name in grant.masked or column.type in ("json", "jsonb", "bytea"):
-            continue
-        if t.is_array(column.type):
-            continue
-        out += [column.name, f"-{column.name}"]
-    return out
+def _sortable(grant: Grant) -> list[str]:
+    return [s for name in grant.sortable for s in (name, f"-{name}")]
 
 
 def _schema_name(product: str) -> str:
@@ -240,7 +233,7 @@ def _schema_name(product: str) -> str:
 def product_paths(product: ProductSpec, grant: Grant) -> dict[str, Any]:
     name = product.name
     row_ref = {"$ref": f"#/components/schemas/{_schema_name(name)}"}
-    sortable = _sortable(product, grant)
+    sortable = _sortable(grant)
     sort_schema: dict[str, Any] = {"type": "string"}
     if sortable:
         sort_schema["enum"] = sortable
@@ -250,7 +243,8 @@ def product_paths(product: ProductSpec, grant: Grant) -> dict[str, Any]:
             "name": "sort",
             "in": "query",
             "description": "A field to sort on (ties in key order); -field for descending. "
-            "Default: key order.",
+            "The first key column and the fields the view indexes can be sorted on. Default: "
+            "key order.",
             "schema": sort_schema,
         },
         {

@@ -244,6 +244,15 @@ def is_array(type: str) -> bool:
     return type.endswith("[]")
 
 
+UNORDERED = frozenset({"json", "jsonb", "bytea"})
+"""Types serve gives no order to: fields of them (and arrays) cannot be indexed or sorted on."""
+
+
+def is_ordered(type: str) -> bool:
+    """Whether serve orders values of ``type``: it can index a field of it and sort on it."""
+    return type not in UNORDERED and not is_array(type)
+
+
 # --- numeric ---------------------------------------------------------------------------------
 
 EXACT = decimal.Context(

@@ -10,20 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
 
 from freshet.common.schemas import KeyColumn, OutputColumn, ViewSpec
-from freshet.common.sql.types import is_array
+from freshet.common.sql.types import is_ordered
 from freshet.serve.exceptions import BadValueError
 from freshet.serve.materialize.keys import field_encoder, tuple_encoder
 from freshet.serve.materialize.values import decoder
 
 log = logging.getLogger(__name__)
-
-UNINDEXED = frozenset({"json", "jsonb", "bytea"})
-"""Types whose fields get no Redis equality index (nor do arrays): filter them by scanning."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +53,8 @@ class ViewLayout:
     generation: int
     columns: tuple[OutputColumn, ...]
     key: tuple[KeyColumn, ...]
+    indexes: tuple[str, ...] = ()
+    """The columns the view asks serve to index (:attr:`ViewSpec.indexes`)."""
 
     @classmethod
     def of(cls, spec: ViewSpec) -> ViewLayout:
@@ -74,7 +74,7 @@ class ViewLayout:
                 )
         if tuple(k.name for k in key) != spec.key:
             raise BadValueError(f"view {spec.name}: key_columns do not match key {spec.key}")
-        return cls(spec.name, spec.generation, spec.columns, key)
+        return cls(spec.name, spec.generation, spec.columns, key, spec.indexes)
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -91,10 +91,23 @@ class ViewLayout:
         """Every stored field: the output columns, then the key-only fields."""
         return (*self.columns, *(OutputColumn(name=k.name, type=k.type) for k in self.key_only))
 
-    @property
+    @cached_property
     def indexed(self) -> tuple[OutputColumn, ...]:
-        """Output columns with a Redis equality index (every scalar type but json and bytea)."""
-        return tuple(c for c in self.columns if c.type not in UNINDEXED and not is_array(c.type))
+        """Output columns with a Redis index: the view's ``indexes``, in their order.
+
+        Not the first key column (the view's keys are in its order already), nor columns without
+        an order (control refuses those; a spec written otherwise is served without them).
+        """
+        by_name = {c.name: c for c in self.columns}
+        first_key = self.key[0].name if self.key else None
+        out = []
+        for name in dict.fromkeys(self.indexes):
+            column = by_name.get(name)
+            if column is None or not is_ordered(column.type):
+                log.warning("view %s: no index on %r: not a column with an order", self.name, name)
+            elif name != first_key:
+                out.append(column)
+        return tuple(out)
 
     def describe(self) -> dict[str, Any]:
         """The layout as JSON-able data (stored next to the data, for readers and for DDL)."""

@@ -5,11 +5,14 @@ Rows are read from the generation of the view that is ``ready`` (see
 :class:`~freshet.serve.access.Grant`: its row filter hides rows, its masks hide values.
 
 A page walks one sorted set in order (the *driving* set): the view's keys (key order, the
-default), or the index of the sort field (its order, ties in key order). Conditions on the
-driving field become lexicographic bounds; every condition, and the row filter, is checked again
-on each row read, since a row may change between the range read and the row read. A page holds
-at most ``limit`` rows; when conditions reject many rows a page may stop early, after examining
-:data:`MAX_EXAMINED` entries, with fewer rows and a cursor.
+default), the index of the sort field (its order, ties in key order), or without a sort the index
+of a field an equality filter names. Only the fields the view lists in its ``indexes`` have an
+index (:class:`~freshet.common.schemas.ViewSpec`): sorting needs one, filtering does not (rows
+are then examined in key order). Conditions on the driving field become lexicographic bounds;
+every condition, and the row filter, is checked again on each row read, since a row may change
+between the range read and the row read. A page holds at most ``limit`` rows; when conditions
+reject many rows a page may stop early, after examining :data:`MAX_EXAMINED` entries, with fewer
+rows and a cursor.
 
 The cursor is the last entry examined, so paging is keyset pagination: while rows change, every
 row that exists and keeps its sort value for the whole walk is returned exactly once, in order;
@@ -36,7 +39,7 @@ from redis.asyncio import Redis
 
 from freshet.common.sql import casts
 from freshet.common.sql import types as t
-from freshet.common.sql.types import EvalError
+from freshet.common.sql.types import EvalError, is_ordered
 from freshet.serve.access import Grant
 from freshet.serve.exceptions import BadRequest, Gone, NotFound, Unavailable
 from freshet.serve.materialize.keys import NULL, field_encoder, field_end, tuple_encoder
@@ -440,19 +443,25 @@ async def read_page(redis: Redis, view: StoredView, grant: Grant, query: Query) 
     driving: str | None = None
     if query.sort is not None:
         if query.sort != first_key and query.sort not in view.indexed:
-            sortable = sorted(
+            sortable = [
                 f
                 for f in grant.fields
                 if (f in view.indexed or f == first_key) and f not in grant.masked
+            ]
+            why = (
+                "it has no order (json, jsonb, bytea, array)"
+                if not is_ordered(view.types[query.sort])
+                else f"view {view.name!r} has no index on it (add it to the view's indexes)"
             )
             raise BadRequest(
-                f"cannot sort on {query.sort!r}: json, bytea and array fields have no order "
-                f"(sortable: {', '.join(sortable)})"
+                f"cannot sort on {query.sort!r}: {why}; sortable: {', '.join(sortable)}"
             )
         driving = None if query.sort == first_key else query.sort
     else:
+        # An equality on an indexed field reads only its rows; otherwise the view's keys are
+        # walked in order (bounded by conditions on the first key column) and rows checked.
         eq = next((c for c in conditions if c.op == "eq" and c.field in view.indexed), None)
-        if eq is not None and not (len(view.key) == 1 and eq.field == first_key):
+        if eq is not None:
             driving = eq.field
     if driving is None:
         zset = view.keys.keys

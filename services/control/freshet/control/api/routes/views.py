@@ -20,6 +20,7 @@ from fastapi import APIRouter, Body, Query, Request, Response, status
 from freshet.common.events import lsn_from_str, lsn_to_str
 from freshet.common.schemas import DataflowStatus, ViewSpec
 from freshet.common.sql.errors import SqlError
+from freshet.common.sql.types import is_ordered, sql_name
 from freshet.common.sql.views import Catalog, compile_view
 from freshet.control.api.responses import COMMON, Responses, not_found
 from freshet.control.deps import StateDep
@@ -41,16 +42,21 @@ _REFUSED: Responses = {
 }
 
 
-def _compile(state: ControlState, name: str, sql: str, generation: int) -> ViewSpec:
+def _compile(
+    state: ControlState, name: str, sql: str, indexes: list[str], generation: int
+) -> ViewSpec:
     """The spec of view ``name`` defined by ``sql``, compiled against the captured tables.
 
     Raises:
         InvalidSqlError: the compiler refused the SQL.
+        InvalidSpecError: ``indexes`` names a column the view does not have, or one of a type
+            without an order (json, jsonb, bytea, arrays), or a column twice.
     """
     try:
         plan = compile_view(name, sql, Catalog(state.tables()))
     except SqlError as exc:
         raise InvalidSqlError(("body", "sql"), exc.message, sql, exc.position) from None
+    _check_indexes(indexes, {c.name: c.type for c in plan.columns})
     return ViewSpec(
         name=name,
         sql=sql,
@@ -59,7 +65,27 @@ def _compile(state: ControlState, name: str, sql: str, generation: int) -> ViewS
         tables=plan.tables,
         generation=generation,
         key_columns=plan.key_columns,
+        indexes=tuple(indexes),
     )
+
+
+def _check_indexes(indexes: list[str], columns: dict[str, str]) -> None:
+    for position, column in enumerate(indexes):
+        where = ("body", "indexes", position)
+        if column not in columns:
+            raise InvalidSpecError(
+                where,
+                f"index on {column!r}: the view has no such column "
+                f"(its columns: {', '.join(columns)})",
+            )
+        if not is_ordered(columns[column]):
+            raise InvalidSpecError(
+                where,
+                f"index on {column!r}: a {sql_name(columns[column])} column has no order to "
+                "index (json, jsonb, bytea and array columns can be neither indexed nor sorted on)",
+            )
+        if column in indexes[:position]:
+            raise InvalidSpecError(where, f"index on {column!r} is listed twice")
 
 
 @router.post(
@@ -71,7 +97,7 @@ def create_view(
     body: Annotated[ViewCreate, Body()], state: StateDep, request: Request, response: Response
 ) -> ViewOut:
     """Compile the SQL and create the view at generation 1; 409 if the name is taken."""
-    spec = _compile(state, body.name, body.sql, generation=1)
+    spec = _compile(state, body.name, body.sql, body.indexes, generation=1)
     state.views.create(spec.name, spec)
     log.info("view %s created over %s", spec.name, ", ".join(spec.tables))
     response.headers["Location"] = request.url_for("get_view", name=spec.name).path
@@ -94,13 +120,17 @@ def get_view(name: str, state: StateDep) -> ViewOut:
 
 @router.put("/{name}", responses={**COMMON, **_NOT_FOUND, **_REFUSED})
 def replace_view(name: str, body: Annotated[ViewReplace, Body()], state: StateDep) -> ViewOut:
-    """Replace the SQL of a view and increase its generation by one."""
+    """Replace the SQL (and indexes) of a view and increase its generation by one.
+
+    Serve builds the new generation beside the old one, which it serves until the new one has
+    caught up: changing only the indexes rebuilds the view too.
+    """
     if body.name is not None and body.name != name:
         raise InvalidSpecError(
             ("body", "name"), "the name in the body differs from the path: a view cannot be renamed"
         )
     state.views.require(name)  # an unknown view is a 404 whatever its SQL
-    compiled = _compile(state, name, body.sql, generation=1)
+    compiled = _compile(state, name, body.sql, body.indexes, generation=1)
     spec = state.views.replace(
         name, lambda current: compiled.model_copy(update={"generation": current.generation + 1})
     )

@@ -17,8 +17,8 @@ key                         content
 ``<g>:keys``                sorted set of every ``K``, all scores 0: ``ZRANGEBYLEX`` lists rows
                             in key order; the cursor is the last ``K`` returned
                             (``(K`` to ``+``)
-``<g>:idx:<field>``         sorted set, scores 0, one per indexed field (every output column
-                            but json, jsonb, bytea and arrays): ``E(value) + K`` where
+``<g>:idx:<field>``         sorted set, scores 0, one per field the view indexes (its
+                            ``indexes`` but the first key column): ``E(value) + K`` where
                             ``E`` is the field's tagged encoding. ``field = v`` in key order
                             is ``ZRANGEBYLEX [E(v) (E(v)\xff`` (a cursor continues from
                             ``(E(v)+K``); ranges of values work the same way
