@@ -47,7 +47,7 @@ def _transform(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _serve(args: argparse.Namespace) -> tuple[str, str]:
-    settings = serve.Settings(profile=args.profile)
+    settings = serve.Settings(profile=args.profile, indexes=tuple(args.indexes))
     if args.quick:
         settings.rows, settings.probes, settings.warmup_s = 10_000, 30, 2.0
         settings.read_warmup_s, settings.read_seconds = 1.0, 4.0
@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample the service under test with py-spy (on PATH, in the venv or PY_SPY=path) "
         "while it works through its backlog; BENCHMARKS.md is not written",
+    )
+    parser.add_argument(
+        "--indexes",
+        type=lambda text: [c for c in text.split(",") if c],
+        default=[],
+        help="serve: columns of the view to index in Redis, comma-separated (default: none)",
     )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]

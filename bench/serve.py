@@ -118,6 +118,7 @@ class Settings:
     read_seconds: float = 20.0
     concurrency: int = 16
     serve_target: bool = True  # serve also materializes into its PostgreSQL target database
+    indexes: tuple[str, ...] = ()  # the view's indexes (none, as a view has unless it asks)
     budget_s: float = 1500.0
     profile: bool = False
 
@@ -178,6 +179,7 @@ def publish_product(stack: Stack, view: ViewSpec) -> tuple[ProductSpec, str]:
         fields=tuple(c.name for c in view.columns),
         key=view.key,
         columns=view.columns,
+        indexes=view.indexes,
         roles={ROLE: ProductRole()},
     )
     key_id = uuid.uuid4().hex[:12]
@@ -945,7 +947,7 @@ def run(settings: Settings | None = None) -> Result:
 
         started = time.monotonic()
         catalog = control.catalog({f"{SOURCE}.public.items"})
-        view = control.add_view(VIEW, VIEW_SQL, catalog)
+        view = control.add_view(VIEW, VIEW_SQL, catalog, indexes=settings.indexes)
 
         def applied() -> bool | None:
             for _t, st in transform.statuses_of(status, VIEW):
@@ -1163,7 +1165,13 @@ def report(r: Result) -> str:
         f"- Data: table `items` (bigint key, text, text, numeric(12,2), int, text, timestamptz), "
         f"{s.rows + 1:,} rows COPYed in {r.load_s:.1f} s before the source was registered; "
         f"ingest had its snapshot in Kafka after {r.ingest_s:.1f} s. View {VIEW} = "
-        f"`{VIEW_SQL}` (a projection and a filter; every row passes it) applied the snapshot "
+        f"`{VIEW_SQL}` (a projection and a filter; every row passes it), "
+        + (
+            f"indexes on {', '.join(s.indexes)} (`--indexes`), "
+            if s.indexes
+            else "no `indexes` (the default: serve keeps no Redis index beside the keys), "
+        )
+        + "applied the snapshot "
         f"{r.view_s:.1f} s after it was registered; serve served product `{PRODUCT}` (every "
         f"field, role `{ROLE}` without row filter or mask) {r.served_s:.1f} s after that.",
         f"- Freshness: the workload is a separate process committing `UPDATE items SET price, "

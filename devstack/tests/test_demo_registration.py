@@ -66,7 +66,11 @@ def test_the_demo_view_is_posted_with_its_name_and_sql(control):
     result = demo.register_view(control.url, "token")
     assert result.done
     assert control.requests == [
-        ("/v1/views", {"name": demo.DEMO_VIEW, "sql": demo.DEMO_VIEW_SQL}, "Bearer token")
+        (
+            "/v1/views",
+            {"name": demo.DEMO_VIEW, "sql": demo.DEMO_VIEW_SQL, "indexes": ["orders", "revenue"]},
+            "Bearer token",
+        )
     ]
 
 

@@ -68,6 +68,7 @@ def publish_product(
         fields=tuple(c.name for c in view.columns),
         key=view.key,
         columns=view.columns,
+        indexes=view.indexes,
         roles=roles,
     )
     _publish(control, topics.CONTROL_PRODUCTS, name, spec.model_dump(mode="json"))

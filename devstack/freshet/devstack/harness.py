@@ -126,7 +126,14 @@ class Control:
                 raise AssertionError(f"schemas of {wanted} never appeared")
             time.sleep(0.2)
 
-    def add_view(self, name: str, sql: str, catalog: Catalog, generation: int = 1) -> ViewSpec:
+    def add_view(
+        self,
+        name: str,
+        sql: str,
+        catalog: Catalog,
+        generation: int = 1,
+        indexes: tuple[str, ...] = (),
+    ) -> ViewSpec:
         plan = compile_view(name, sql, catalog)
         spec = ViewSpec(
             name=name,
@@ -136,6 +143,7 @@ class Control:
             tables=plan.tables,
             generation=generation,
             key_columns=plan.key_columns,
+            indexes=indexes,
         )
         produce_sync(
             self.producer,

@@ -58,7 +58,8 @@ def view(client, auth, source_body, publish, wait_for, unique) -> str:
         "ON c.id = o.customer_id"
     )
     name = f"{unique}_v"
-    created = client.post("/v1/views", json={"name": name, "sql": sql}, headers=auth)
+    body = {"name": name, "sql": sql, "indexes": ["amount", "note"]}
+    created = client.post("/v1/views", json=body, headers=auth)
     assert created.status_code == 201, created.text
     # The primary key of customers is a key part the view does not output.
     assert created.json()["key"] == ["id", "_key2"]
@@ -118,6 +119,7 @@ def test_create_list_get_replace_delete(
         "fields": ["id", "customer_id", "amount", "email"],
         "key": ["id", "_key2"],
         "columns": [VIEW_COLUMNS[0], VIEW_COLUMNS[1], VIEW_COLUMNS[2], VIEW_COLUMNS[4]],
+        "indexes": ["amount"],  # the view's indexes on the fields exposed
         "roles": {
             "analyst": {
                 "row_filter": "amount > 100",
@@ -156,6 +158,7 @@ def test_create_list_get_replace_delete(
         fields=("id", "customer_id", "amount", "email"),
         key=("id", "_key2"),
         columns=tuple(OutputColumn(**VIEW_COLUMNS[i]) for i in (0, 1, 2, 4)),
+        indexes=("amount",),
         roles={
             "analyst": ProductRole(row_filter="amount > 100", masks={"email": {"method": "hash"}}),
             "support": ProductRole(masks={"email": {"method": "keep_last", "keep": 4}}),

@@ -105,7 +105,8 @@ def _status(name: str, applied: dict[str, int], generation: int = 1, **more: Any
 
 def test_create_list_get_replace_delete(client, auth, source, unique, records_of):
     sql = _orders(source)
-    created = client.post("/v1/views", json={"name": unique, "sql": sql}, headers=auth)
+    body = {"name": unique, "sql": sql, "indexes": ["doubled"]}
+    created = client.post("/v1/views", json=body, headers=auth)
     assert created.status_code == 201, created.text
     assert created.headers["location"] == f"/v1/views/{unique}"
     expected = {
@@ -118,6 +119,7 @@ def test_create_list_get_replace_delete(client, auth, source, unique, records_of
             {"name": "doubled", "type": "numeric"},
         ],
         "tables": [f"{source}.public.orders"],
+        "indexes": ["doubled"],
         "generation": 1,
         "status": {"state": "pending"},
     }
@@ -140,18 +142,21 @@ def test_create_list_get_replace_delete(client, auth, source, unique, records_of
         tables=(f"{source}.public.orders",),
         generation=1,
         key_columns=(KeyColumn(name="id", type="int4", nullable=False),),
+        indexes=("doubled",),
     )
 
     joined = _with_email(source)
-    replaced = client.put(f"/v1/views/{unique}", json={"sql": joined}, headers=auth)
+    body = {"sql": joined, "indexes": ["amount", "email"]}
+    replaced = client.put(f"/v1/views/{unique}", json=body, headers=auth)
     assert replaced.status_code == 200, replaced.text
     got = replaced.json()
-    assert (got["sql"], got["generation"]) == (joined, 2)
+    assert (got["sql"], got["generation"], got["indexes"]) == (joined, 2, ["amount", "email"])
     assert sorted(got["tables"]) == [f"{source}.public.customers", f"{source}.public.orders"]
     assert [c["name"] for c in got["columns"]] == ["email", "order_id", "amount"]
     assert client.get(f"/v1/views/{unique}", headers=auth).json() == got
     spec = ViewSpec.model_validate(codec.loads(records_of(topics.CONTROL_VIEWS, unique)[-1]))
     assert (spec.sql, spec.generation, spec.tables) == (joined, 2, tuple(got["tables"]))
+    assert spec.indexes == ("amount", "email")
 
     deleted = client.delete(f"/v1/views/{unique}", headers=auth)
     assert deleted.status_code == 204
@@ -230,6 +235,27 @@ def test_unknown_column_is_422_with_its_position_and_no_echo(client, auth, sourc
     assert secret not in response.text
     assert "WHERE" not in response.text
     assert client.get(f"/v1/views/{unique}", headers=auth).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("indexes", "position", "words"),
+    [
+        (["doubled", "colour"], 1, "no such column (its columns: id, customer_id, doubled, doc)"),
+        (["doc"], 0, "a jsonb column has no order"),
+        (["doubled", "id", "doubled"], 2, "listed twice"),
+    ],
+)
+def test_indexes_must_be_columns_with_an_order(
+    client, auth, source, unique, records_of, indexes, position, words
+):
+    sql = "SELECT o.id, o.customer_id, o.amount * 2 AS doubled, '{}'::jsonb AS doc\n"
+    sql += f"FROM {source}.public.orders o"
+    body = {"name": unique, "sql": sql, "indexes": indexes}
+    error = _only_error(client.post("/v1/views", json=body, headers=auth))
+    assert error["loc"] == ["body", "indexes", position]
+    assert words in error["msg"], error
+    assert client.get(f"/v1/views/{unique}", headers=auth).status_code == 404
+    assert records_of(topics.CONTROL_VIEWS, unique) == []
 
 
 def test_unsupported_sql_is_named(client, auth, source, unique):
