@@ -282,6 +282,7 @@ def test_roles_filter_rows_and_mask_fields(api: ServeApi) -> None:
         assert {p["name"] for p in listed} >= {product.name}
         described = _get(client, f"/v1/products/{product.name}", eu).json()
         assert {f["name"]: f["masked"] for f in described["fields"]}["email"] is True
+        assert described["sortable"] == ["id", "region", "total"]
 
 
 def test_point_reads_and_composite_keys(api: ServeApi) -> None:

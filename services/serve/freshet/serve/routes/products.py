@@ -73,12 +73,13 @@ async def wait_if_asked(
 
 
 def describe(product: ProductSpec, grant: Grant) -> dict[str, Any]:
-    """A product as a key sees it: fields with their types, key, what its role masks."""
+    """A product as a key sees it: fields and types, key, what its role masks and may sort on."""
     return {
         "name": product.name,
         "view": product.view,
         "key": list(product.key),
         "role": grant.role,
+        "sortable": list(grant.sortable),
         "fields": [
             {
                 "name": c.name,
