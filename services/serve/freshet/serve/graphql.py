@@ -75,7 +75,7 @@ from freshet.common.sql import types as t
 from freshet.serve.access import Grant
 from freshet.serve.catalog import Catalog
 from freshet.serve.exceptions import ApiError, NotFound
-from freshet.serve.read.rows import UNFILTERABLE, ViewCatalog, parse_query, read_page, read_row
+from freshet.serve.read.rows import ViewCatalog, parse_query, read_page, read_row
 from freshet.serve.read.wait import parse_lsn, parse_timeout, wait_applied
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,7 @@ def filterable(grant: Grant, name: str) -> bool:
     A field is also left out when another field is named ``<name>.<op>``: REST would read the
     parameter ``<name>.<op>`` as that field.
     """
-    type_ = grant.types[name]
-    if name in grant.masked or type_ in UNFILTERABLE or type_ == "bytea" or t.is_array(type_):
+    if name in grant.masked or not t.is_ordered(grant.types[name]):
         return False
     return not any(f"{name}.{op}" in grant.types for op in (*OPS, "null"))
 

@@ -13,7 +13,7 @@ from typing import Any
 from freshet.common.products import ProductSpec
 from freshet.common.sql import types as t
 from freshet.serve.access import Grant
-from freshet.serve.read.rows import MAX_LIMIT, OPS, RESERVED, UNFILTERABLE
+from freshet.serve.read.rows import MAX_LIMIT, OPS, RESERVED
 from freshet.serve.read.wait import MAX_TIMEOUT_MS
 
 _FLOAT = {
@@ -191,9 +191,7 @@ def _filter_params(product: ProductSpec, grant: Grant) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for column in product.columns:
         name, type_ = column.name, column.type
-        if name in grant.masked or type_ in UNFILTERABLE or t.is_array(type_):
-            continue
-        if type_ == "bytea":
+        if name in grant.masked or not t.is_ordered(type_):
             continue
         sql = t.sql_name(type_)
         value = filter_value_schema(type_)
