@@ -47,7 +47,9 @@ def _transform(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _serve(args: argparse.Namespace) -> tuple[str, str]:
-    settings = serve.Settings(profile=args.profile, indexes=tuple(args.indexes))
+    settings = serve.Settings(
+        profile=args.profile, indexes=tuple(args.indexes), live_baseline=args.live_baseline
+    )
     if args.quick:
         settings.rows, settings.probes, settings.warmup_s = 10_000, 30, 2.0
         settings.read_warmup_s, settings.read_seconds = 1.0, 4.0
@@ -106,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: [c for c in text.split(",") if c],
         default=[],
         help="serve: columns of the view to index in Redis, comma-separated (default: none)",
+    )
+    parser.add_argument(
+        "--live-baseline",
+        action="store_true",
+        help="serve: also tail the view topic during the probes, stamping arrivals (one more "
+        "reader of that topic, which costs the embedded broker CPU)",
     )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]

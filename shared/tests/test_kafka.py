@@ -46,6 +46,24 @@ def test_read_to_end_returns_every_record_including_the_last_batch(kafka, unique
     assert values == list(range(5000))
 
 
+def test_read_to_end_from_given_offsets(kafka, unique):
+    topic = f"{unique}.from"
+    ensure_topics(kafka.bootstrap, [TopicSpec(topic, 2)])
+    producer = Producer(producer_config(kafka.bootstrap))
+    for i in range(40):
+        producer.produce(topic, value=str(i).encode(), partition=i % 2)
+    assert producer.flush(30) == 0
+    consumer = Consumer(consumer_config(kafka.bootstrap, unique))
+    try:
+        got = [
+            (m.partition(), m.offset())
+            for m in read_to_end(consumer, topic, timeout=20, start={0: 15, 1: 20})
+        ]
+    finally:
+        consumer.close()
+    assert sorted(got) == [(0, o) for o in range(15, 20)]  # partition 1 is read to its end
+
+
 def test_read_to_end_of_an_empty_topic_ends(kafka, unique):
     topic = f"{unique}.empty"
     ensure_topics(kafka.bootstrap, [TopicSpec(topic, 2)])

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
-from freshet.serve.exceptions import Fenced, StaleGeneration, TableConflictError
-from freshet.serve.materialize.layout import ViewLayout
-from freshet.serve.materialize.stores.postgres import PostgresStore, PostgresTarget
+from freshet.common.sql.types import encoder
+from freshet.serve.exceptions import BadValueError, Fenced, StaleGeneration, TableConflictError
+from freshet.serve.materialize.layout import Change, ViewLayout
+from freshet.serve.materialize.stores.postgres import (
+    FROM_JSON_TEXT,
+    PostgresStore,
+    PostgresTarget,
+)
 
+from .samples import SCALARS, value
 from .stores_util import Records, spec
 
 SCHEMA = "freshet"
@@ -214,3 +222,59 @@ def test_the_same_generation_with_other_fields_is_built_again(
     assert PostgresStore(target, first).open([0]) == {0: 0}  # and back: built again too
     with pg_database.connect() as pg:
         assert _rows(pg, "again") == []
+
+
+def test_rows_taken_apart_by_postgresql_give_the_table_binding_each_value_gives(
+    target: PostgresTarget, pg_database: Any
+) -> None:
+    """A view of types PostgreSQL reads from the JSON text takes a batch's rows as one JSON
+    array; the table ends up as it does when the same rows are decoded and bound one by one."""
+    types = sorted(FROM_JSON_TEXT)
+    columns = {"id": "int8", **{f"v_{t}": t for t in types}}
+    r = random.Random(11)
+    stores, records = [], []
+    for name in ("as_json", "by_value"):
+        layout = ViewLayout.of(spec(name, columns, {"id": ("int8", False)}))
+        store = PostgresStore(target, layout)
+        assert store.open([0]) == {0: 0}
+        stores.append(store)
+        records.append(Records(layout))
+    assert stores[0].rows_as_json
+    stores[1].rows_as_json = False
+
+    def row(i: int) -> dict[str, Any]:
+        return {"id": i, **{f"v_{t}": encoder(t)(value(t, r)) for t in types}}
+
+    first = [(i, row(i)) for i in range(80)]
+    second = [(i, row(i) if i % 3 else None) for i in range(0, 80, 2)]  # updates and deletes
+    for changes in (first, second):
+        for store, rec in zip(stores, records, strict=True):
+            start = dict(rec.next) or {0: 0}
+            store.write(rec.batch([rec.change({"id": i}, doc) for i, doc in changes], start))
+    with pg_database.connect() as pg:
+        # As text: NaN equals NaN there, and every other value shows exactly.
+        as_json, by_value = (
+            pg.execute(f"SELECT id, t::text FROM {SCHEMA}.{name} t ORDER BY id").fetchall()
+            for name in ("as_json", "by_value")
+        )
+    assert [row[0] for row in as_json] == [i for i in range(80) if i % 2 or i % 3]
+    assert as_json == by_value
+
+
+def test_a_view_with_other_types_binds_values_and_a_row_not_an_object_is_refused(
+    target: PostgresTarget, pg_database: Any
+) -> None:
+    for other in [*sorted(set(SCALARS) - FROM_JSON_TEXT), "int4[]"]:
+        layout = ViewLayout.of(spec("other", {"id": "int8", "v": other}, {"id": ("int8", False)}))
+        assert not PostgresStore(target, layout).rows_as_json, other
+    layout = ViewLayout.of(spec("objects", {"id": "int8", "v": "text"}, {"id": ("int8", False)}))
+    store = PostgresStore(target, layout)
+    store.open([0])
+    rec = Records(layout)
+    good = rec.change({"id": 1}, {"id": 1, "v": "a"})
+    bad = rec.change({"id": 2}, None)
+    bad = Change(bad.partition, bad.offset, bad.key, bad.key_values, orjson.dumps([2, "b"]), None)
+    with pytest.raises(BadValueError, match="not a JSON object"):
+        store.write(rec.batch([good, bad], {0: 0}))
+    with pg_database.connect() as pg:
+        assert _rows(pg, "objects") == []  # nothing of the batch

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer
@@ -132,17 +132,23 @@ def partitions_of(consumer: Consumer, topic: str, timeout: float = 10.0) -> list
 
 
 def read_to_end(
-    consumer: Consumer, topic: str, timeout: float = 30.0, partitions: list[int] | None = None
+    consumer: Consumer,
+    topic: str,
+    timeout: float = 30.0,
+    partitions: list[int] | None = None,
+    start: Mapping[int, int] | None = None,
 ) -> Iterator[Message]:
-    """Assign ``topic`` from the beginning and yield its messages up to the current end.
+    """Yield the messages of ``topic`` up to its current end.
 
-    The end is the high watermark of the first fetch response of each partition, which is
-    right on every broker (ListOffsets is not, on Tansu). Raises :class:`KafkaError` if the end
-    is not reached within ``timeout`` seconds.
+    Reading starts at the beginning, or at ``start`` (an offset per partition). The end is the
+    high watermark of the first fetch response of each partition, which is right on every
+    broker (ListOffsets is not, on Tansu). Raises :class:`KafkaError` if the end is not reached
+    within ``timeout`` seconds.
     """
     parts = partitions if partitions is not None else partitions_of(consumer, topic)
-    consumer.assign([TP(topic, p, OFFSET_BEGINNING) for p in parts])
-    next_offset = dict.fromkeys(parts, 0)
+    begin = {p: (start or {}).get(p, OFFSET_BEGINNING) for p in parts}
+    consumer.assign([TP(topic, p, offset) for p, offset in begin.items()])
+    next_offset = {p: max(0, offset) for p, offset in begin.items()}
     pending = set(parts)
     deadline = time.monotonic() + timeout
     while pending:

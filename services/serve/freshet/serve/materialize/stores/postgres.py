@@ -16,7 +16,13 @@ Layout, in the schema ``serve_target_schema`` (``freshet`` by default):
 
 A batch is one transaction: it locks the view's ``_views`` row (shared) and its ``_offsets``
 rows, checks they are the ones the writer expects, deletes and upserts
-(``INSERT ... ON CONFLICT DO UPDATE``) the rows, and moves the offsets. A new generation of a
+(``INSERT ... ON CONFLICT DO UPDATE``) the rows, and moves the offsets. When every column of a
+view has a type whose JSON form on the view topic is also PostgreSQL's text input for it
+(:data:`FROM_JSON_TEXT`), the upserts of a batch are one statement with one parameter, the
+batch's rows as a JSON array, which PostgreSQL takes apart (``jsonb_array_elements``, ``->>``
+and a cast per column): serve then spends no Python per value, which matters because its
+materializers share one interpreter with the API. Other views' rows are decoded in Python and
+bound value by value. A new generation of a
 view keeps its table (and so the grants and SQL views that depend on it): the table is truncated
 and altered (columns added, dropped or retyped; key constraint replaced) in the transaction
 that resets the offsets, then refilled from the beginning of the topic.
@@ -46,9 +52,11 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    cast,
     create_engine,
     delete,
     func,
+    literal,
     select,
     text,
 )
@@ -60,7 +68,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from freshet.common.sql.types import is_array
-from freshet.serve.exceptions import Fenced, StaleGeneration, TableConflictError
+from freshet.serve.exceptions import BadValueError, Fenced, StaleGeneration, TableConflictError
 from freshet.serve.materialize.batch import Batch
 from freshet.serve.materialize.layout import ViewLayout
 from freshet.serve.materialize.stores.base import ViewStore
@@ -104,6 +112,17 @@ _TYPES: dict[str, Any] = {
     "jsonb": lambda: postgresql.JSONB(none_as_null=True),
     "bytea": postgresql.BYTEA,
 }
+
+
+FROM_JSON_TEXT = frozenset(
+    {"bool", "int2", "int4", "int8", "numeric", "text", "uuid", "date", "time", "timestamp"}
+    | {"timestamptz"}
+)
+"""View types whose JSON value on a view topic, as text (``->>``), is PostgreSQL's input for the
+same value: booleans, integers, numerics as strings (``NaN`` and infinities included), text,
+uuids, ISO dates, times and timestamps (a timestamptz always with its ``Z``). Not floats (JSON
+has no negative zero once PostgreSQL reads it as jsonb), nor bytea (base64), intervals, timetz,
+json or arrays."""
 
 
 def constraint_name(view: str) -> str:
@@ -261,6 +280,35 @@ class PostgresStore(ViewStore):
             self._upsert = insert.on_conflict_do_nothing(index_elements=self._key_columns)
         self._deletes: dict[tuple[bool, ...], Any] = {}
         self._decode_row = layout.row_decoder()
+        self.rows_as_json = self._from_json_text()
+        """True: upserts bind a batch's rows as one JSON array (see the module docstring)."""
+        self._upsert_json = self._json_upsert() if self.rows_as_json else None
+
+    def _from_json_text(self) -> bool:
+        """True if PostgreSQL can take this view's rows apart itself (see the module docstring)."""
+        layout = self._layout
+        return (
+            bool(self._key_columns)
+            and not layout.key_only
+            and all(c.type in FROM_JSON_TEXT for c in layout.columns)
+        )
+
+    def _json_upsert(self) -> Any:
+        """The upsert of the rows in the JSON array bound to ``rows``, one row per element."""
+        rows = func.jsonb_array_elements(cast(bindparam("rows", type_=Text()), postgresql.JSONB))
+        element = rows.table_valued("value").alias("r").c.value
+        fields = select(
+            *(
+                cast(element.op("->>")(literal(c.name, Text())), c.type).label(c.name)
+                for c in self._columns
+            )
+        )
+        insert = pg_insert(self.table).from_select([c.key for c in self._columns], fields)
+        key_keys = {c.key for c in self._key_columns}
+        values = {c.key: insert.excluded[c.key] for c in self._columns if c.key not in key_keys}
+        if values:
+            return insert.on_conflict_do_update(index_elements=self._key_columns, set_=values)
+        return insert.on_conflict_do_nothing(index_elements=self._key_columns)
 
     def _key_positions(self) -> list[int]:
         names = [c.name for c in self._layout.table_columns]
@@ -449,6 +497,14 @@ class PostgresStore(ViewStore):
             deletes.setdefault(nulls, []).append(params)
         for nulls, rows in deletes.items():
             conn.execute(self._delete(nulls), rows)
+        if self.rows_as_json and self._upsert_json is not None:
+            raws = [c.row for c in batch.upserts if c.row is not None]
+            for raw in raws:
+                if raw.lstrip(b" \t\r\n")[:1] != b"{":
+                    raise BadValueError(f"view {self._layout.name}: a row is not a JSON object")
+            if raws:
+                conn.execute(self._upsert_json, {"rows": (b"[%s]" % b",".join(raws)).decode()})
+            return
         upserts = [
             dict(zip(keys, self._decode_row(c.row, c.key_values), strict=True))
             for c in batch.upserts
