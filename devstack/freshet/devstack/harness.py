@@ -169,6 +169,31 @@ def view_status(bootstrap: str, name: str) -> DataflowStatus | None:
     return DataflowStatus.model_validate(value) if value is not None else None
 
 
+def first_view_status(
+    bootstrap: str, name: str, predicate: Any, timeout: float = 60.0
+) -> DataflowStatus:
+    """The first status of view ``name`` that satisfies ``predicate``.
+
+    Read from the topic's beginning, every record checked: a state that lasted one report is
+    not missed, as it can be by folding the topic to its latest state now and then.
+    """
+    deadline = time.monotonic() + timeout
+    last = None
+    consumer = Consumer(consumer_config(bootstrap, f"first-{uuid.uuid4().hex}"))
+    try:
+        for msg in _follow(consumer, topics.STATUS, deadline):
+            if msg is None or msg.value() is None:
+                continue
+            if (msg.key() or b"").decode() != topics.status_key("view", name):
+                continue
+            last = DataflowStatus.model_validate(codec.loads(msg.value()))
+            if predicate(last):
+                return last
+    finally:
+        consumer.close()
+    raise AssertionError(f"view {name} never reported a matching status; last: {last}")
+
+
 def wait_applied(
     bootstrap: str, views: list[str], source: str, lsn: int, timeout: float = 120.0
 ) -> dict[str, DataflowStatus]:
