@@ -48,7 +48,10 @@ def _transform(args: argparse.Namespace) -> tuple[str, str]:
 
 def _serve(args: argparse.Namespace) -> tuple[str, str]:
     settings = serve.Settings(
-        profile=args.profile, indexes=tuple(args.indexes), live_baseline=args.live_baseline
+        profile=args.profile,
+        indexes=tuple(args.indexes),
+        live_baseline=args.live_baseline,
+        target_cluster=args.target_cluster,
     )
     if args.quick:
         settings.rows, settings.probes, settings.warmup_s = 10_000, 30, 2.0
@@ -114,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve: also tail the view topic during the probes, stamping arrivals (one more "
         "reader of that topic, which costs the embedded broker CPU)",
+    )
+    parser.add_argument(
+        "--target-cluster",
+        action="store_true",
+        help="serve: put serve's target database on a PostgreSQL cluster of its own rather "
+        "than in the source's cluster (as make run has it)",
     )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]

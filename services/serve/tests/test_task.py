@@ -190,3 +190,54 @@ def test_two_materializers_of_one_view_keep_the_stores_exact(
             stop.set()
             thread.join(30)
         target.close()
+
+
+class PacedStore(FlakyStore):
+    """A store that never fails, takes its changes at most every ``interval`` s and counts its
+    batches."""
+
+    kind = "paced"
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(failures=0)
+        self.batch_interval_s = interval
+        self.batches: list[int] = []
+
+    def write(self, batch: Batch) -> None:
+        super().write(batch)
+        self.batches.append(len(batch.changes))
+
+
+def test_a_paced_store_takes_what_arrived_meanwhile_in_one_batch(
+    kafka: Any, redis_server: str, client: Any, unique: str
+) -> None:
+    """Changes trickling in (one every 20 ms) reach a store paced at 0.5 s in a few batches."""
+    view = f"{unique}_paced"
+    layout = ViewLayout.of(spec(view, {"id": "int4", "v": "text"}, {"id": ("int4", False)}))
+    ensure_topics(kafka.bootstrap, [TopicSpec(topics.view_topic(view), 3, COMPACTED)])
+    paced = PacedStore(interval=0.5)
+    task = ViewMaterializer(layout, [paced], _settings(kafka, redis_server, unique))
+    thread, stop = _run(task)
+    producer = Producer(producer_config(kafka.bootstrap, **{"linger.ms": 0}))
+    try:
+        _wait(lambda: task.stores[0].ready)
+        began = time.monotonic()
+        for i in range(100):
+            producer.produce(
+                topics.view_topic(view),
+                key=orjson.dumps({"id": i}),
+                value=orjson.dumps({"id": i, "v": f"v{i}"}),
+                headers=[("freshet.applied", orjson.dumps({"src": i}))],
+            )
+            producer.poll(0)
+            time.sleep(0.02)
+        assert producer.flush(30) == 0
+        seconds = time.monotonic() - began
+        _wait(lambda: len(paced.rows) == 100)
+        assert {orjson.loads(v)["id"] for v in paced.rows.values()} == set(range(100))
+        # One batch per interval at most, plus the one under way when the writes began.
+        assert sum(paced.batches) == 100
+        assert len(paced.batches) <= seconds / 0.5 + 2, paced.batches
+    finally:
+        stop.set()
+        thread.join(30)

@@ -42,6 +42,16 @@ class ServeSettings(CommonSettings):
         description="Schema of the view tables (and of serve's _views and _offsets).",
     )
     serve_target_pool: int = Field(default=5, ge=1, description="Connections per replica.")
+    serve_target_interval_ms: int = Field(
+        default=100,
+        ge=0,
+        le=60_000,
+        description="The least time between two batches a view applies to the PostgreSQL "
+        "target while it keeps up (a batch that fills serve_batch_max is followed at once). "
+        "Each batch is a transaction with its commit, and each fetch of the view topic costs "
+        "the embedded broker a listing of the batches the topic holds: fewer, larger batches "
+        "leave that CPU to the read path. 0: apply changes as they arrive.",
+    )
     serve_batch_max: int = Field(
         default=5000, ge=1, description="Records consumed per batch (per view) at most."
     )

@@ -285,7 +285,9 @@ class ServeService:
             )
         ]
         if self.target is not None:
-            stores.append(PostgresStore(self.target, layout))
+            stores.append(
+                PostgresStore(self.target, layout, settings.serve_target_interval_ms / 1000)
+            )
         return stores
 
     def _start(self, running: _Running) -> None:

@@ -148,11 +148,18 @@ class ViewMaterializer:
     def _follow(self, state: StoreState, stop: threading.Event, halt: threading.Event) -> None:
         """One store's loop: its own consumer, from its own positions."""
         settings = self._settings
+        interval = state.store.batch_interval_s
+        overrides: dict[str, Any] = {"fetch.wait.max.ms": state.store.fetch_wait_ms}
+        if interval > 0:
+            # Fetch only when the local queue is empty, and look again after the interval
+            # (librdkafka otherwise keeps fetching ahead, each fetch a listing on the broker).
+            overrides["queued.min.messages"] = 1
+            overrides["fetch.queue.backoff.ms"] = max(1, round(interval * 1000))
         consumer = Consumer(
             consumer_config(
                 settings.kafka_bootstrap,
                 f"freshet-serve-{self.layout.name}-{state.store.kind}-assigned",
-                **{"fetch.wait.max.ms": state.store.fetch_wait_ms},
+                **overrides,
             )
         )
         try:
@@ -171,8 +178,12 @@ class ViewMaterializer:
                             [TP(self._topic, p, state.offsets.get(p, 0)) for p in partitions]
                         )
                     continue
-                self._write(state, self._decode(self._poll(consumer)))
+                polled = time.monotonic()
+                messages = self._poll(consumer)
+                self._write(state, self._decode(messages))
                 self._watch(consumer, state, partitions)
+                if interval > 0 and len(messages) < settings.serve_batch_max:
+                    halt.wait(max(0.0, polled + interval - time.monotonic()))
         finally:
             consumer.close()
 

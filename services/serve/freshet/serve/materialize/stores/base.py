@@ -42,6 +42,11 @@ class ViewStore(ABC):
     each fetch costs it CPU (see :mod:`freshet.common.kafka`). The store the API reads from waits
     less."""
 
+    batch_interval_s: float = 0.0
+    """The least time between two fetches of this store's consumer while it keeps up: changes
+    that arrive meanwhile wait and go in the next batch, and the consumer does not fetch ahead
+    of what the store applied (0: fetch and apply as changes arrive)."""
+
     @abstractmethod
     def open(self, partitions: list[int]) -> dict[int, int]:
         """Prepare the store for this generation; the next offset to apply per partition.

@@ -261,7 +261,10 @@ class PostgresStore(ViewStore):
 
     kind = "postgres"
 
-    def __init__(self, target: PostgresTarget, layout: ViewLayout) -> None:
+    def __init__(
+        self, target: PostgresTarget, layout: ViewLayout, batch_interval_s: float = 0.0
+    ) -> None:
+        self.batch_interval_s = batch_interval_s
         self._target = target
         self._layout = layout
         self.table = view_table(layout, MetaData(schema=target.schema))
