@@ -82,6 +82,7 @@ def load_average() -> str:
 
 
 def git_revision() -> str:
+    """The commit checked out, and whether code differed from it (BENCHMARKS.md aside)."""
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -91,16 +92,24 @@ def git_revision() -> str:
             check=True,
             timeout=10,
         ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return rev
+    return f"`{rev}`" + (" plus uncommitted changes" if changed else "")
 
 
 def machine_lines(extra: Sequence[tuple[str, str]] = ()) -> list[str]:
     """Markdown bullet lines describing where and when a benchmark ran."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"- Date: {now}; revision `{git_revision()}` (plus uncommitted work of that moment)",
+        f"- Date: {now}; revision {git_revision()}",
         f"- Machine: {nproc()} CPUs ({cpu_model()}), {memory_gib():.1f} GiB RAM, "
         f"Linux {platform.release()}",
         f"- Python {platform.python_version()}",
