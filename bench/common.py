@@ -81,25 +81,17 @@ def load_average() -> str:
         return "unknown"
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+
+
 def git_revision() -> str:
     """The commit checked out, and whether code differed from it (BENCHMARKS.md aside)."""
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        rev = _git("rev-parse", "--short", "HEAD")
+        changed = _git("status", "--porcelain", "-uno", "--", ".", ":!BENCHMARKS.md")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"`{rev}`" + (" plus uncommitted changes" if changed else "")
