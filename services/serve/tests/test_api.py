@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from freshet.common.pipelines.spec import MaskRule
 from freshet.common.products import ProductRole
 from freshet.common.secrets import SecretBox
+from freshet.devstack import servers
 
 from .api_util import ServeApi, wait_for
 from .stores_util import spec
@@ -52,9 +53,12 @@ def api(kafka: Any, redis_server: str):
     api.close()
 
 
+def _auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _get(client, path: str, key: str | None, **params: Any):
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return client.get(path, headers=headers, params=params)
+    return client.get(path, headers=_auth(key), params=params)
 
 
 def _all_pages(client, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
@@ -372,3 +376,39 @@ def test_a_product_whose_salt_serve_cannot_decrypt_fails_alone(api: ServeApi) ->
         paths = _get(client, "/openapi.json", key).json()["paths"]
         assert f"/v1/products/{good.name}/rows" in paths
         assert f"/v1/products/{bad.name}/rows" not in paths
+
+
+def test_reads_answer_503_while_redis_is_down_and_recover(kafka: Any, tmp_path: Any) -> None:
+    """A Redis that stops answering is a 503 to retry (naming neither its host nor its port),
+    not a 500; reads answer again once it is back."""
+    port = servers.free_port()
+    redis_server = servers.start_redis(port, tmp_path / "redis", tmp_path / "redis.log")
+    api = ServeApi(kafka.bootstrap, f"redis://127.0.0.1:{port}/0")
+    try:
+        api.materialize(VIEW, [({"id": i}, row) for i, row in ROWS.items()])
+        product = api.product(VIEW)
+        key = api.key(["reader"], [product.name])
+        paths = [f"/v1/products/{product.name}/rows/1", f"/v1/products/{product.name}/rows"]
+        with api.client() as client:
+            assert wait_for(client, paths[0], key).json() == ROWS[1]
+            api.redis.close()
+            redis_server.stop()
+            for path in [*paths, paths[1] + "?region=EU"]:
+                response = _get(client, path, key)
+                assert response.status_code == 503, (path, response.text)
+                assert "Redis" in response.json()["detail"]
+                assert str(port) not in response.text
+                assert response.headers["retry-after"] == "1"
+            query = f"{{ {product.name}(limit: 1) {{ rows {{ id }} }} }}"
+            response = client.post("/graphql", headers=_auth(key), json={"query": query})
+            (error,) = response.json()["errors"]
+            assert error["extensions"]["status"] == 503, error
+            assert "Redis" in error["message"] and str(port) not in response.text
+            redis_server = servers.start_redis(port, tmp_path / "redis", tmp_path / "redis.log")
+            assert wait_for(client, paths[0], key).json() == ROWS[1]
+            assert _get(client, paths[1], key, limit=5).json()["rows"] == [
+                ROWS[i] for i in range(1, 6)
+            ]
+    finally:
+        api.close()
+        redis_server.stop()

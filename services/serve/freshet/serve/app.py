@@ -28,7 +28,8 @@ from freshet.common.observability import metrics_app
 from freshet.serve.access import Grants
 from freshet.serve.catalog import Catalog
 from freshet.serve.config import ServeSettings
-from freshet.serve.exceptions import ApiError
+from freshet.serve.deps import error_response
+from freshet.serve.exceptions import REDIS_DOWN, ApiError, store_unavailable
 from freshet.serve.read.rows import ViewCatalog
 from freshet.serve.routes import router
 from freshet.serve.routes.products import PointReads, is_point_read
@@ -106,6 +107,8 @@ def create_app(settings: ServeSettings, service: ServeService | None = None) -> 
     app.include_router(router)
     app.add_middleware(PointReads)
     app.add_exception_handler(ApiError, _api_error)
+    for redis_down in REDIS_DOWN:
+        app.add_exception_handler(redis_down, _redis_down)
     metrics = metrics_app()
     app.router.routes.append(Route("/metrics", _AsgiEndpoint(metrics), methods=["GET"]))
     app.mount("/metrics", metrics)
@@ -126,5 +129,8 @@ def _start_catalog(catalog: Catalog, stop: threading.Event) -> None:
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
+    return error_response(exc)
+
+
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(store_unavailable(exc))

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
+import redis.exceptions
+
 from freshet.common.exceptions import FreshetError
+
+log = logging.getLogger(__name__)
 
 
 class ServeError(FreshetError):
@@ -70,3 +77,30 @@ class Unavailable(ApiError):
     """Serve cannot answer yet (the catalog is not read, the view not materialized)."""
 
     status_code = 503
+
+
+class StoreUnavailable(Unavailable):
+    """Redis did not answer a read (down, restarting, loading its data, or too slow): retry."""
+
+    retry_after_s = 1
+
+
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""What redis-py raises when Redis does not answer; a read that meets it answers 503."""
+
+STORE_DOWN_LOG_INTERVAL_S = 10.0
+_store_down_logged = 0.0
+
+
+def store_unavailable(exc: BaseException) -> StoreUnavailable:
+    """The error a read gets when Redis did not answer (``exc``, one of :data:`REDIS_DOWN`).
+
+    Logged at most every :data:`STORE_DOWN_LOG_INTERVAL_S` (every read fails while Redis is
+    down), by its class only: redis-py's messages name Redis's host and port.
+    """
+    global _store_down_logged
+    now = time.monotonic()
+    if now - _store_down_logged >= STORE_DOWN_LOG_INTERVAL_S:
+        _store_down_logged = now
+        log.warning("reads fail: Redis did not answer (%s); answering 503", type(exc).__name__)
+    return StoreUnavailable("serve's store (Redis) did not answer; retry in a moment")

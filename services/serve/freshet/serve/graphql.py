@@ -74,7 +74,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from freshet.common.sql import types as t
 from freshet.serve.access import Grant
 from freshet.serve.catalog import Catalog
-from freshet.serve.exceptions import ApiError, NotFound
+from freshet.serve.exceptions import REDIS_DOWN, ApiError, NotFound, store_unavailable
 from freshet.serve.read.rows import ViewCatalog, parse_query, read_page, read_row
 from freshet.serve.read.wait import parse_lsn, parse_timeout, wait_applied
 
@@ -223,6 +223,8 @@ async def _read(read: Callable[[], Any]) -> Any:
         return await read()
     except ApiError as exc:
         raise _api_error(exc) from None
+    except REDIS_DOWN as exc:
+        raise _api_error(store_unavailable(exc)) from None
     except GraphQLError:
         raise
     except Exception:

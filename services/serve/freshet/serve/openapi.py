@@ -97,7 +97,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "This API key may not read the product",
         404: "No such row (or one this key may not see)",
         410: "The cursor is from a view definition that was replaced",
-        503: "Not materialized yet; retry",
+        503: "Not materialized yet, or its store (Redis) did not answer; retry",
         504: "The source position was not reflected within timeout_ms",
     }
     body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

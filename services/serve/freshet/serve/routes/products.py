@@ -29,13 +29,14 @@ from freshet.serve.deps import (
     SettingsDep,
     ViewsDep,
     current_key,
+    error_response,
     get_catalog,
     get_grants,
     get_redis,
     get_settings,
     get_views,
 )
-from freshet.serve.exceptions import ApiError, BadRequest
+from freshet.serve.exceptions import REDIS_DOWN, ApiError, BadRequest, store_unavailable
 from freshet.serve.read.rows import parse_query, read_page, shown_row
 from freshet.serve.read.wait import parse_lsn, parse_timeout, wait_applied
 
@@ -194,6 +195,9 @@ class PointReads:
                 response = await read_by_key(Request(scope, receive), match[1], match[2])
             except ApiError:
                 pass
+            except REDIS_DOWN as exc:
+                await error_response(store_unavailable(exc))(scope, receive, send)
+                return
             else:
                 await response(scope, receive, send)
                 return
