@@ -113,19 +113,35 @@ def machine_lines(extra: Sequence[tuple[str, str]] = ()) -> list[str]:
 # --- BENCHMARKS.md ---------------------------------------------------------------------------
 
 
+KEPT = (
+    "<!-- Above: written by the benchmark. Below: notes and earlier runs, kept when it runs "
+    "again. -->"
+)
+"""The line that ends what a benchmark writes in its section; what follows it is kept."""
+
+
 def replace_section(text: str, heading: str, body: str) -> str:
     """``text`` with the section under ``heading`` (to the next ``## `` heading) set to ``body``.
 
-    A missing section is appended; every other section stays as it was.
+    What the old section held below its :data:`KEPT` line (verdicts, earlier runs) follows the
+    new body. A missing section is appended; every other section stays as it was.
     """
-    section = heading + "\n\n" + body.strip("\n") + "\n"
     if not text.strip():
         text = f"{TITLE}\n\n{INTRO}\n"
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == heading), None)
+    end = len(lines)
+    kept = ""
+    if start is not None:
+        end = next((i for i in range(start + 1, end) if lines[i].startswith("## ")), end)
+        old = "".join(lines[start + 1 : end])
+        if KEPT in old:
+            kept = old.split(KEPT, 1)[1].strip("\n")
+    section = heading + "\n\n" + body.strip("\n") + "\n\n" + KEPT + "\n"
+    if kept:
+        section += "\n" + kept + "\n"
     if start is None:
         return text.rstrip("\n") + "\n\n" + section
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     before = "".join(lines[:start])
     after = "".join(lines[end:])
     return before + section + ("\n" + after if after else "")
