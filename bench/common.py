@@ -22,8 +22,9 @@ RESULTS = ROOT / "BENCHMARKS.md"
 TITLE = "# Benchmarks"
 INTRO = (
     "Results of `make bench` (or `make bench-<name>`), one section per benchmark; each run of a "
-    "benchmark replaces its own section only. Every figure is measured in one run next to its "
-    "baseline, on real servers started by the benchmark itself."
+    "benchmark replaces what the last run wrote at the top of its own section, and keeps the "
+    "notes and earlier runs below it. Every figure is measured in one run next to its baseline, "
+    "on real servers started by the benchmark itself."
 )
 
 
