@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,7 @@ from freshet.common.pipelines.spec import MaskRule
 from freshet.common.products import ProductRole
 from freshet.common.secrets import SecretBox
 from freshet.devstack import servers
+from freshet.serve import exceptions
 
 from .api_util import ServeApi, wait_for
 from .stores_util import spec
@@ -378,9 +380,12 @@ def test_a_product_whose_salt_serve_cannot_decrypt_fails_alone(api: ServeApi) ->
         assert f"/v1/products/{bad.name}/rows" not in paths
 
 
-def test_reads_answer_503_while_redis_is_down_and_recover(kafka: Any, tmp_path: Any) -> None:
+def test_reads_answer_503_while_redis_is_down_and_recover(
+    kafka: Any, tmp_path: Any, caplog: Any, monkeypatch: Any
+) -> None:
     """A Redis that stops answering is a 503 to retry (naming neither its host nor its port),
     not a 500; reads answer again once it is back."""
+    monkeypatch.setattr(exceptions, "_store_logged", float("-inf"))
     port = servers.free_port()
     redis_server = servers.start_redis(port, tmp_path / "redis", tmp_path / "redis.log")
     api = ServeApi(kafka.bootstrap, f"redis://127.0.0.1:{port}/0")
@@ -402,8 +407,11 @@ def test_reads_answer_503_while_redis_is_down_and_recover(kafka: Any, tmp_path: 
             query = f"{{ {product.name}(limit: 1) {{ rows {{ id }} }} }}"
             response = client.post("/graphql", headers=_auth(key), json={"query": query})
             (error,) = response.json()["errors"]
-            assert error["extensions"]["status"] == 503, error
+            assert (error["extensions"]["status"], error["extensions"]["retryAfter"]) == (503, 1)
             assert "Redis" in error["message"] and str(port) not in response.text
+            logged = [r.getMessage() for r in caplog.records if r.name == exceptions.__name__]
+            assert len(logged) == 1 and "did not answer" in logged[0], logged  # once, not per read
+            assert str(port) not in logged[0]
             redis_server = servers.start_redis(port, tmp_path / "redis", tmp_path / "redis.log")
             assert wait_for(client, paths[0], key).json() == ROWS[1]
             assert _get(client, paths[1], key, limit=5).json()["rows"] == [
@@ -411,4 +419,38 @@ def test_reads_answer_503_while_redis_is_down_and_recover(kafka: Any, tmp_path: 
             ]
     finally:
         api.close()
+        redis_server.stop()
+
+
+def test_reads_answer_500_when_redis_refuses_serve(
+    kafka: Any, tmp_path: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    """Redis refusing serve's password is no reason to retry: 500, and an error in the log."""
+    monkeypatch.setattr(exceptions, "_store_logged", float("-inf"))
+    port = servers.free_port()
+    redis_server = servers.start_redis(port, tmp_path / "redis", tmp_path / "redis.log")
+    admin = ServeApi(kafka.bootstrap, f"redis://127.0.0.1:{port}/0")
+    secret = "s" + uuid.uuid4().hex
+    api = ServeApi(kafka.bootstrap, f"redis://serve:{secret}-not@127.0.0.1:{port}/0")
+    try:
+        admin.redis.acl_setuser(
+            "serve", enabled=True, passwords=[f"+{secret}"], commands=["+@all"], keys=["*"]
+        )
+        api.root = admin.root
+        admin.materialize(VIEW, [({"id": i}, row) for i, row in ROWS.items()])
+        product = admin.product(VIEW)
+        key = admin.key(["reader"], [product.name])
+        with api.client() as client:
+            path = f"/v1/products/{product.name}/rows/1"
+            response = wait_for(client, path, key, status=500)
+            assert response.status_code == 500, response.text
+            assert "refused" in response.json()["detail"]
+            assert secret not in response.text and str(port) not in response.text
+            assert "retry-after" not in response.headers
+            errors = [r for r in caplog.records if r.name == exceptions.__name__]
+            assert errors and errors[0].levelname == "ERROR", errors
+            assert secret not in errors[0].getMessage()
+    finally:
+        api.close()
+        admin.close()
         redis_server.stop()

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from redis.asyncio import Redis
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -28,11 +28,10 @@ from freshet.common.observability import metrics_app
 from freshet.serve.access import Grants
 from freshet.serve.catalog import Catalog
 from freshet.serve.config import ServeSettings
-from freshet.serve.deps import error_response
-from freshet.serve.exceptions import REDIS_DOWN, ApiError, store_unavailable
+from freshet.serve.exceptions import REDIS_DOWN, ApiError, store_error
 from freshet.serve.read.rows import ViewCatalog
 from freshet.serve.routes import router
-from freshet.serve.routes.products import PointReads, is_point_read
+from freshet.serve.routes.products import PointReads, error_response, is_point_read
 from freshet.serve.service import ServeService
 
 log = logging.getLogger(__name__)
@@ -127,10 +126,10 @@ def _start_catalog(catalog: Catalog, stop: threading.Event) -> None:
             stop.wait(CATALOG_RETRY_S)
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc)
 
 
-async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(store_unavailable(exc))
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    return error_response(store_error(exc))

@@ -47,7 +47,8 @@ class ServeSettings(CommonSettings):
         ge=0,
         le=60_000,
         description="The least time between two batches a view applies to the PostgreSQL "
-        "target while it keeps up (a batch that fills serve_batch_max is followed at once). "
+        "target while it keeps up (caught up, and less than serve_batch_max records behind; "
+        "otherwise it reads and applies as fast as it can). "
         "Each batch is a transaction with its commit, and each fetch of the view topic costs "
         "the embedded broker a listing of the batches the topic holds: fewer, larger batches "
         "leave that CPU to the read path. 0: apply changes as they arrive.",

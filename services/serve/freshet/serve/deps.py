@@ -9,26 +9,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from freshet.common.products import ApiKeySpec
 from freshet.serve.access import Grants, authenticate
 from freshet.serve.catalog import Catalog
 from freshet.serve.config import ServeSettings
-from freshet.serve.exceptions import ApiError, StoreUnavailable, Unavailable
+from freshet.serve.exceptions import Unavailable
 from freshet.serve.read.rows import ViewCatalog
 from freshet.serve.service import ServeService
-
-
-def error_response(exc: ApiError) -> JSONResponse:
-    """The answer to a request that failed with ``exc``: its status and message."""
-    headers: dict[str, str] = {}
-    if exc.status_code == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, StoreUnavailable):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
 
 
 async def get_redis(request: Request) -> Redis:

@@ -85,22 +85,48 @@ class StoreUnavailable(Unavailable):
     retry_after_s = 1
 
 
+class StoreRefused(ApiError):
+    """Redis refused serve's credentials or commands: serve's configuration must change."""
+
+    status_code = 500
+
+
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-"""What redis-py raises when Redis does not answer; a read that meets it answers 503."""
+"""What redis-py raises when Redis does not answer or refuses serve (see :func:`store_error`)."""
 
-STORE_DOWN_LOG_INTERVAL_S = 10.0
-_store_down_logged = 0.0
+STORE_LOG_INTERVAL_S = 10.0
+_store_logged = float("-inf")
 
 
-def store_unavailable(exc: BaseException) -> StoreUnavailable:
-    """The error a read gets when Redis did not answer (``exc``, one of :data:`REDIS_DOWN`).
+def store_error(exc: BaseException) -> ApiError:
+    """The error a read gets when Redis failed it with ``exc`` (one of :data:`REDIS_DOWN`).
 
-    Logged at most every :data:`STORE_DOWN_LOG_INTERVAL_S` (every read fails while Redis is
-    down), by its class only: redis-py's messages name Redis's host and port.
+    Redis refusing serve's password or commands is :class:`StoreRefused` (500, an error in the
+    log): retrying will not help. Anything else is :class:`StoreUnavailable` (503). Logged at
+    most every :data:`STORE_LOG_INTERVAL_S` (every read fails meanwhile), by the exception's
+    class only: redis-py's messages name Redis's host and port.
     """
-    global _store_down_logged
+    global _store_logged
+    refused = isinstance(
+        exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+    )
     now = time.monotonic()
-    if now - _store_down_logged >= STORE_DOWN_LOG_INTERVAL_S:
-        _store_down_logged = now
-        log.warning("reads fail: Redis did not answer (%s); answering 503", type(exc).__name__)
+    if now - _store_logged >= STORE_LOG_INTERVAL_S:
+        _store_logged = now
+        if refused:
+            log.error("reads fail: Redis refused serve (%s); check its URL", type(exc).__name__)
+        else:
+            log.warning("reads fail: Redis did not answer (%s); answering 503", type(exc).__name__)
+    if refused:
+        return StoreRefused("serve's store (Redis) refused serve; an operator must check serve")
     return StoreUnavailable("serve's store (Redis) did not answer; retry in a moment")
+
+
+def error_body(exc: ApiError) -> tuple[dict[str, str], dict[str, str]]:
+    """The JSON body and the headers of the answer to a request that failed with ``exc``."""
+    headers: dict[str, str] = {}
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, StoreUnavailable):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return {"detail": str(exc)}, headers

@@ -74,7 +74,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from freshet.common.sql import types as t
 from freshet.serve.access import Grant
 from freshet.serve.catalog import Catalog
-from freshet.serve.exceptions import REDIS_DOWN, ApiError, NotFound, store_unavailable
+from freshet.serve.exceptions import REDIS_DOWN, ApiError, NotFound, StoreUnavailable, store_error
 from freshet.serve.read.rows import ViewCatalog, parse_query, read_page, read_row
 from freshet.serve.read.wait import parse_lsn, parse_timeout, wait_applied
 
@@ -211,10 +211,13 @@ class ReadContext:
 
 def _api_error(exc: ApiError) -> GraphQLError:
     """REST's error as a GraphQL error: its message, and its status in ``extensions``."""
-    return GraphQLError(
-        str(exc),
-        extensions={"code": HTTPStatus(exc.status_code).name, "status": exc.status_code},
-    )
+    extensions: dict[str, Any] = {
+        "code": HTTPStatus(exc.status_code).name,
+        "status": exc.status_code,
+    }
+    if isinstance(exc, StoreUnavailable):
+        extensions["retryAfter"] = exc.retry_after_s  # REST's Retry-After header, in seconds
+    return GraphQLError(str(exc), extensions=extensions)
 
 
 async def _read(read: Callable[[], Any]) -> Any:
@@ -224,7 +227,7 @@ async def _read(read: Callable[[], Any]) -> Any:
     except ApiError as exc:
         raise _api_error(exc) from None
     except REDIS_DOWN as exc:
-        raise _api_error(store_unavailable(exc)) from None
+        raise _api_error(store_error(exc)) from None
     except GraphQLError:
         raise
     except Exception:

@@ -146,22 +146,18 @@ class ViewMaterializer:
         log.info("view %s generation %d stopped", self.layout.name, self.layout.generation)
 
     def _follow(self, state: StoreState, stop: threading.Event, halt: threading.Event) -> None:
-        """One store's loop: its own consumer, from its own positions."""
+        """One store's loop: its own consumer, from its own positions.
+
+        A store with a ``batch_interval_s`` is paced while it keeps up (ready, and less than a
+        batch behind): its consumer is replaced by one that fetches only when its queue is empty
+        (librdkafka otherwise keeps fetching ahead, each fetch a listing on the embedded broker),
+        and the loop takes a batch at most every interval. Until it caught up, after it
+        re-opens, and whenever it falls a batch behind, it reads as fast as it can.
+        """
         settings = self._settings
         interval = state.store.batch_interval_s
-        overrides: dict[str, Any] = {"fetch.wait.max.ms": state.store.fetch_wait_ms}
-        if interval > 0:
-            # Fetch only when the local queue is empty, and look again after the interval
-            # (librdkafka otherwise keeps fetching ahead, each fetch a listing on the broker).
-            overrides["queued.min.messages"] = 1
-            overrides["fetch.queue.backoff.ms"] = max(1, round(interval * 1000))
-        consumer = Consumer(
-            consumer_config(
-                settings.kafka_bootstrap,
-                f"freshet-serve-{self.layout.name}-{state.store.kind}-assigned",
-                **overrides,
-            )
-        )
+        paced = False
+        consumer = self._consumer(state, paced)
         try:
             partitions = partitions_of(consumer, self._topic)
             while not (stop.is_set() or halt.is_set()):
@@ -178,14 +174,38 @@ class ViewMaterializer:
                             [TP(self._topic, p, state.offsets.get(p, 0)) for p in partitions]
                         )
                     continue
+                behind = state.lag is None or state.lag >= settings.serve_batch_max
+                if paced != (interval > 0 and state.ready and not behind):
+                    # What the old consumer fetched ahead is dropped: the new one starts at the
+                    # store's positions.
+                    paced = not paced
+                    consumer.close()
+                    consumer = self._consumer(state, paced)
+                    consumer.assign(
+                        [TP(self._topic, p, state.offsets.get(p, 0)) for p in partitions]
+                    )
                 polled = time.monotonic()
                 messages = self._poll(consumer)
                 self._write(state, self._decode(messages))
                 self._watch(consumer, state, partitions)
-                if interval > 0 and len(messages) < settings.serve_batch_max:
+                if paced and len(messages) < settings.serve_batch_max:
                     halt.wait(max(0.0, polled + interval - time.monotonic()))
         finally:
             consumer.close()
+
+    def _consumer(self, state: StoreState, paced: bool) -> Consumer:
+        """A consumer (assigned, not in a group) for ``state``'s store; see :meth:`_follow`."""
+        overrides: dict[str, Any] = {"fetch.wait.max.ms": state.store.fetch_wait_ms}
+        if paced:
+            overrides["queued.min.messages"] = 1
+            overrides["fetch.queue.backoff.ms"] = max(1, round(state.store.batch_interval_s * 1000))
+        return Consumer(
+            consumer_config(
+                self._settings.kafka_bootstrap,
+                f"freshet-serve-{self.layout.name}-{state.store.kind}-assigned",
+                **overrides,
+            )
+        )
 
     def _poll(self, consumer: Consumer) -> list[Message]:
         first = consumer.poll(0.1)

@@ -29,14 +29,13 @@ from freshet.serve.deps import (
     SettingsDep,
     ViewsDep,
     current_key,
-    error_response,
     get_catalog,
     get_grants,
     get_redis,
     get_settings,
     get_views,
 )
-from freshet.serve.exceptions import REDIS_DOWN, ApiError, BadRequest, store_unavailable
+from freshet.serve.exceptions import REDIS_DOWN, ApiError, BadRequest, error_body, store_error
 from freshet.serve.read.rows import parse_query, read_page, shown_row
 from freshet.serve.read.wait import parse_lsn, parse_timeout, wait_applied
 
@@ -175,6 +174,17 @@ def is_point_read(scope: MutableMapping[str, Any]) -> bool:
     return point_read(scope) is not None
 
 
+def error_response(exc: ApiError) -> Response:
+    """The answer to a request that failed with ``exc``: its status, message and headers."""
+    body, headers = error_body(exc)
+    return Response(
+        orjson.dumps(body),
+        status_code=exc.status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
 class PointReads:
     """ASGI middleware: point reads without query parameters are answered before routing.
 
@@ -196,7 +206,7 @@ class PointReads:
             except ApiError:
                 pass
             except REDIS_DOWN as exc:
-                await error_response(store_unavailable(exc))(scope, receive, send)
+                await error_response(store_error(exc))(scope, receive, send)
                 return
             else:
                 await response(scope, receive, send)

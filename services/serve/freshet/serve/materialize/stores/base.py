@@ -43,9 +43,9 @@ class ViewStore(ABC):
     less."""
 
     batch_interval_s: float = 0.0
-    """The least time between two fetches of this store's consumer while it keeps up: changes
-    that arrive meanwhile wait and go in the next batch, and the consumer does not fetch ahead
-    of what the store applied (0: fetch and apply as changes arrive)."""
+    """The least time between two batches while the store keeps up: changes that arrive
+    meanwhile wait and go in the next batch, and its consumer does not fetch ahead of what the
+    store applied (0: fetch and apply as changes arrive). See ``ViewMaterializer._follow``."""
 
     @abstractmethod
     def open(self, partitions: list[int]) -> dict[int, int]:
