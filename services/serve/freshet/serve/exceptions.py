@@ -120,13 +120,3 @@ def store_error(exc: BaseException) -> ApiError:
     if refused:
         return StoreRefused("serve's store (Redis) refused serve; an operator must check serve")
     return StoreUnavailable("serve's store (Redis) did not answer; retry in a moment")
-
-
-def error_body(exc: ApiError) -> tuple[dict[str, str], dict[str, str]]:
-    """The JSON body and the headers of the answer to a request that failed with ``exc``."""
-    headers: dict[str, str] = {}
-    if exc.status_code == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, StoreUnavailable):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    return {"detail": str(exc)}, headers

@@ -35,7 +35,13 @@ from freshet.serve.deps import (
     get_settings,
     get_views,
 )
-from freshet.serve.exceptions import REDIS_DOWN, ApiError, BadRequest, error_body, store_error
+from freshet.serve.exceptions import (
+    REDIS_DOWN,
+    ApiError,
+    BadRequest,
+    StoreUnavailable,
+    store_error,
+)
 from freshet.serve.read.rows import parse_query, read_page, shown_row
 from freshet.serve.read.wait import parse_lsn, parse_timeout, wait_applied
 
@@ -176,9 +182,13 @@ def is_point_read(scope: MutableMapping[str, Any]) -> bool:
 
 def error_response(exc: ApiError) -> Response:
     """The answer to a request that failed with ``exc``: its status, message and headers."""
-    body, headers = error_body(exc)
+    headers: dict[str, str] = {}
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, StoreUnavailable):
+        headers["Retry-After"] = str(exc.retry_after_s)
     return Response(
-        orjson.dumps(body),
+        orjson.dumps({"detail": str(exc)}),
         status_code=exc.status_code,
         headers=headers,
         media_type="application/json",
