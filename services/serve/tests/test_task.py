@@ -17,6 +17,8 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
+from confluent_kafka import TopicPartition as TP
+from prometheus_client import REGISTRY
 
 from freshet.common import topics
 from freshet.common.kafka import ensure_topics, producer_config
@@ -219,11 +221,21 @@ def test_a_paced_store_takes_what_arrived_meanwhile_in_one_batch(
     paced = PacedStore(interval=0.5)
     settings = _settings(kafka, redis_server, unique).model_copy(update={"serve_batch_max": 1000})
     task = ViewMaterializer(layout, [paced], settings)
+    consumers: list[bool] = []
+    make_consumer = task._consumer
+
+    def counted(state: Any, paced: bool) -> Any:
+        consumers.append(paced)
+        return make_consumer(state, paced)
+
+    task._consumer = counted  # type: ignore[method-assign]
     thread, stop = _run(task)
     producer = Producer(producer_config(kafka.bootstrap, **{"linger.ms": 0}))
     try:
         _wait(lambda: task.stores[0].ready)
+        lags = []
         for i in range(100):
+            lags.append(task.stores[0].describe()["lag"])
             producer.produce(
                 topics.view_topic(view),
                 key=orjson.dumps({"id": i}),
@@ -237,6 +249,9 @@ def test_a_paced_store_takes_what_arrived_meanwhile_in_one_batch(
         assert {orjson.loads(v)["id"] for v in paced.rows.values()} == set(range(100))
         assert sum(paced.batches) == 100
         assert len(paced.batches) <= 15, paced.batches
+        # Once caught up its lag stays known, and it switched consumers once: to the paced one.
+        assert None not in lags, lags
+        assert consumers == [False, True], consumers
     finally:
         stop.set()
         thread.join(30)
@@ -263,3 +278,40 @@ def test_a_paced_store_catches_up_at_full_speed(
     finally:
         stop.set()
         thread.join(30)
+
+
+def test_a_consumer_that_has_not_fetched_yet_keeps_the_last_lag_known(
+    kafka: Any, redis_server: str, unique: str
+) -> None:
+    """A consumer just made (on a switch to or from pacing) knows no high watermark yet: the
+    store's lag stays the last one known, in /health and /metrics alike, instead of turning
+    unknown (which also read as "behind" and switched consumers again)."""
+    view = f"{unique}_watch"
+    layout = ViewLayout.of(
+        spec(view, {"id": "int4", "v": "text", "n": "int4"}, {"id": ("int4", False)})
+    )
+    _write_topic(kafka, view, 30, seed=5)
+    task = ViewMaterializer(
+        layout, [PacedStore(interval=0.1)], _settings(kafka, redis_server, unique)
+    )
+    state, partitions = task.stores[0], [0, 1, 2]
+    state.offsets, state.lag, state.ready = dict.fromkeys(partitions, 0), 7, True
+
+    def lag_metric() -> float | None:
+        labels = {"view": view, "store": "paced"}
+        return REGISTRY.get_sample_value("freshet_serve_lag_messages", labels)
+
+    fresh = task._consumer(state, paced=True)
+    try:
+        task._watch(fresh, state, partitions)
+        assert (state.lag, state.describe()["lag"]) == (7, 7)
+        fresh.assign([TP(topics.view_topic(view), p, 0) for p in partitions])
+        deadline = time.monotonic() + 30
+        while state.lag == 7:
+            assert time.monotonic() < deadline, "the consumer never learned the watermarks"
+            fresh.poll(0.1)
+            task._watch(fresh, state, partitions)
+        # Nothing was applied: the lag is all 1,500 records written.
+        assert state.lag == 1500 and lag_metric() == 1500
+    finally:
+        fresh.close()

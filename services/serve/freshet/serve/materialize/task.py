@@ -311,18 +311,21 @@ class ViewMaterializer:
         now = time.monotonic()
         if now - state.watched_at < WATCH_INTERVAL_S or state.offsets is None:
             return
-        state.watched_at = now
         highs: dict[int, int] = {}
         for p in partitions:
             _low, high = consumer.get_watermark_offsets(TP(self._topic, p), cached=True)
             if high >= 0:
                 highs[p] = high
-        known = len(highs) == len(partitions)
+        if len(highs) < len(partitions):
+            # This consumer has not fetched from every partition yet (it was just made, on a
+            # switch to or from pacing): the lag stays the last one known.
+            return
+        state.watched_at = now
         lag = sum(max(0, high - state.offsets.get(p, 0)) for p, high in highs.items())
-        state.lag = lag if known else None
+        state.lag = lag
         labels = (self.layout.name, state.store.kind)
         metrics.LAG.labels(*labels).set(lag)
-        if known and lag == 0 and not state.ready:
+        if lag == 0 and not state.ready:
             try:
                 state.store.caught_up()
             except Exception as exc:
