@@ -53,7 +53,9 @@ class ProductSpec(_Frozen):
     """A data product as control writes it (key = product name).
 
     ``key``, ``columns`` and ``indexes`` are copied from the view when the product is defined
-    (``columns`` are the exposed fields with their types); ``hash_salt_encrypted`` is the
+    (``columns`` are the exposed fields with their types). Control refuses to redefine the view
+    in a way that changes the key or an exposed field's type, and copies its new ``indexes``
+    (see :mod:`freshet.control.products`); ``hash_salt_encrypted`` is the
     Fernet-encrypted salt of ``hash`` masks (see :mod:`freshet.common.secrets`), never returned
     by an API.
     """
@@ -67,7 +69,8 @@ class ProductSpec(_Frozen):
     indexes: tuple[str, ...] = Field(
         default=(),
         description="The exposed fields the view indexes, copied from the view when the product "
-        "is defined: rows can be sorted on them (and on the first key column).",
+        "is defined and when the view is redefined: rows can be sorted on them (and on the first "
+        "key column).",
     )
     publish_topic: bool = False
     topic_role: str | None = Field(

@@ -114,8 +114,8 @@ class ProductOut(BaseModel):
     )
     columns: list[OutputColumn] = Field(description="The exposed fields with the view's types.")
     indexes: list[str] = Field(
-        description="The exposed fields the view indexes (as the view was when the product was "
-        "defined): rows can be sorted on them and on the first key column."
+        description="The exposed fields the view indexes (kept up to date when the view is "
+        "redefined): rows can be sorted on them and on the first key column."
     )
     roles: dict[str, RoleOut]
     publish_topic: bool

@@ -34,6 +34,12 @@ class AlreadyExistsError(ControlError):
         )
 
 
+class InUseError(ControlError):
+    """A change that objects depending on the one changed cannot follow (a 409 naming them)."""
+
+    status_code = 409
+
+
 class StateUnavailableError(ControlError):
     """The desired-state topic could not be written (the broker refused or did not answer)."""
 

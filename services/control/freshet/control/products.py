@@ -22,6 +22,11 @@ Decisions:
 - ``hash`` masks use one random salt per product (HMAC key of the hash), made the first time a
   hash mask is defined and kept by every later generation, so a hashed value stays the same
   across replacements. It is stored only encrypted (:mod:`freshet.common.secrets`).
+- A product keeps the key and the fields, with their types, it was defined with: a view cannot
+  be redefined under it in a way that changes them (:func:`conflicts`, a 409 on the view's
+  ``PUT``), since readers' paths, cursors, filters, masks and generated schemas rest on them. It
+  follows the view's ``indexes`` (:func:`refit`), so what it offers to sort on is what serve
+  can sort the view's rows on.
 """
 
 from __future__ import annotations
@@ -207,3 +212,44 @@ def build_product(
         hash_salt_encrypted=salt_encrypted,
         generation=generation,
     )
+
+
+def conflicts(product: ProductSpec, view: ViewSpec) -> list[str]:
+    """What of ``product`` its view, redefined as ``view``, would break (empty: nothing).
+
+    A product keeps the key it addresses rows by and the fields it exposes with their types:
+    readers' paths, cursors, row filters, masks and generated schemas rest on them. A view can
+    be redefined under a product only if those stay as they are.
+    """
+    problems: list[str] = []
+    if product.key != view.key:
+        problems.append(
+            f"product {product.name!r} addresses rows by the key ({', '.join(product.key)}); "
+            f"the new SQL's key is ({', '.join(view.key)})"
+        )
+    types = {c.name: c.type for c in view.columns}
+    for column in product.columns:
+        new = types.get(column.name)
+        if new is None:
+            problems.append(
+                f"product {product.name!r} exposes field {column.name!r}, which the new SQL "
+                "does not output"
+            )
+        elif new != column.type:
+            problems.append(
+                f"product {product.name!r} exposes field {column.name!r} as {column.type}; the "
+                f"new SQL makes it {new}"
+            )
+    return problems
+
+
+def refit(product: ProductSpec, view: ViewSpec) -> ProductSpec:
+    """``product`` over its view redefined as ``view`` (which has no :func:`conflicts` with it).
+
+    Its ``indexes`` become the view's new ones it exposes, in a new generation (serve rebuilds
+    the product's schemas); the product itself is returned when they did not change.
+    """
+    indexes = tuple(f for f in view.indexes if f in product.fields)
+    if indexes == product.indexes:
+        return product
+    return product.model_copy(update={"indexes": indexes, "generation": product.generation + 1})

@@ -106,7 +106,8 @@ class Grant:
     def sortable(self) -> tuple[str, ...]:
         """The fields the role may sort on: the first key column and the indexed ones, unmasked.
 
-        The indexes are the view's as the product copied them; a read checks the view's own.
+        The indexes are the view's as the product copied them (control copies them again when
+        the view is redefined); a read checks those of the generation it reads.
         """
         first_key = self.product.key[0] if self.product.key else None
         return tuple(

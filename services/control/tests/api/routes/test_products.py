@@ -427,6 +427,87 @@ def test_a_product_of_a_deleted_view_cannot_be_made(client, auth, product_body, 
     assert error["loc"] == ["body", "view"]
 
 
+def _view_sql(unique: str, columns: str, key_join: str = "LEFT JOIN") -> str:
+    return (
+        f"SELECT {columns} FROM {unique}.public.orders o {key_join} {unique}.public.customers c "
+        "ON c.id = o.customer_id"
+    )
+
+
+def test_a_view_cannot_be_redefined_under_its_products(
+    client, auth, product_body, view, unique, records_of
+):
+    """A new SQL that drops or retypes a field a product exposes, or changes the key it
+    addresses rows by, is a 409 naming each product and field; nothing is written."""
+    url = f"/v1/views/{view}"
+    made = client.post("/v1/products", json=product_body(), headers=auth)
+    assert made.status_code == 201, made.text
+    other = product_body(name=unique + "_notes", fields=["note"], roles={"r": {}})
+    assert client.post("/v1/products", json=other, headers=auth).status_code == 201
+    views_before = len(records_of(topics.CONTROL_VIEWS, view))
+    refused = [
+        # email dropped (the first product exposes it)
+        (_view_sql(unique, "o.id, o.customer_id, o.amount, o.note"), ["'email', which"]),
+        # amount retyped to text, note to int
+        (
+            _view_sql(
+                unique,
+                "o.id, o.customer_id, o.amount::text AS amount, length(o.note) AS note, c.email",
+            ),
+            [
+                "'amount' as numeric; the new SQL makes it text",
+                "'note' as text; the new SQL makes it int4",
+            ],
+        ),
+        # no join: the key loses _key2
+        (
+            f"SELECT o.id, o.customer_id, o.amount, o.note, NULL::text AS email "
+            f"FROM {unique}.public.orders o",
+            ["the key (id, _key2); the new SQL's key is (id)"],
+        ),
+    ]
+    for sql, expected in refused:
+        response = client.put(url, json={"sql": sql, "indexes": []}, headers=auth)
+        assert response.status_code == 409, response.text
+        detail = response.json()["detail"]
+        for text in expected:
+            assert text in detail, detail
+        assert "PUT /v1/products/" in detail
+    # Both products named when both break.
+    response = client.put(url, json={"sql": refused[1][0]}, headers=auth)
+    assert f"product {unique!r}" in response.json()["detail"]
+    assert f"product {unique + '_notes'!r}" in response.json()["detail"]
+    assert len(records_of(topics.CONTROL_VIEWS, view)) == views_before
+    assert client.get(url, headers=auth).json()["generation"] == 1
+    assert client.get(f"/v1/products/{unique}", headers=auth).json()["generation"] == 1
+
+
+def test_products_follow_the_indexes_of_their_view(
+    client, auth, product_body, view, unique, records_of
+):
+    """A view redefined without breaking its products (here: a field added, other indexes)
+    is written; each product whose sortable fields change gets them in a new generation, the
+    others are not rewritten."""
+    url = f"/v1/views/{view}"
+    assert client.post("/v1/products", json=product_body(), headers=auth).status_code == 201
+    notes = product_body(name=unique + "_notes", fields=["note"], roles={"r": {}})
+    assert client.post("/v1/products", json=notes, headers=auth).status_code == 201
+    sql = _view_sql(unique, "o.id, o.customer_id, o.amount, o.note, c.email, o.amount * 2 AS x")
+    response = client.put(url, json={"sql": sql, "indexes": ["note", "email"]}, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["generation"] == 2
+    product = client.get(f"/v1/products/{unique}", headers=auth).json()
+    # It exposes email but not note: it now sorts on email, no longer on amount.
+    assert (product["indexes"], product["generation"]) == (["email"], 2)
+    assert product["fields"] == ["id", "customer_id", "amount", "email"]  # x is not added
+    assert len(records_of(topics.CONTROL_PRODUCTS, unique)) == 2
+    assert _spec(records_of(topics.CONTROL_PRODUCTS, unique)[-1]).indexes == ("email",)
+    # note was indexed before and still is: the other product is as it was.
+    kept = client.get(f"/v1/products/{unique}_notes", headers=auth).json()
+    assert (kept["indexes"], kept["generation"]) == (["note"], 1)
+    assert len(records_of(topics.CONTROL_PRODUCTS, unique + "_notes")) == 1
+
+
 NO_TOKEN = [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic dGVzdDp0ZXN0"}]
 
 

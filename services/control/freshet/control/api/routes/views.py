@@ -24,8 +24,14 @@ from freshet.common.sql.types import is_ordered, sql_name
 from freshet.common.sql.views import Catalog, compile_view
 from freshet.control.api.responses import COMMON, Responses, not_found
 from freshet.control.deps import StateDep
-from freshet.control.exceptions import InvalidSpecError, InvalidSqlError, WaitTimeoutError
+from freshet.control.exceptions import (
+    InUseError,
+    InvalidSpecError,
+    InvalidSqlError,
+    WaitTimeoutError,
+)
 from freshet.control.models import DataflowStatusOut, ViewCreate, ViewList, ViewOut, ViewReplace
+from freshet.control.products import conflicts, refit
 from freshet.control.state import ControlState
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,12 @@ _LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 _NOT_FOUND = not_found("view")
 _REFUSED: Responses = {
     422: {"description": "Invalid body, or SQL the compiler refuses (with its position)."}
+}
+_IN_USE: Responses = {
+    409: {
+        "description": "A product over the view exposes a field the new SQL drops or retypes, "
+        "or addresses rows by a key the new SQL changes."
+    }
 }
 
 
@@ -118,12 +130,16 @@ def get_view(name: str, state: StateDep) -> ViewOut:
     return ViewOut.from_spec(state.views.require(name), state.view_status(name))
 
 
-@router.put("/{name}", responses={**COMMON, **_NOT_FOUND, **_REFUSED})
+@router.put("/{name}", responses={**COMMON, **_NOT_FOUND, **_REFUSED, **_IN_USE})
 def replace_view(name: str, body: Annotated[ViewReplace, Body()], state: StateDep) -> ViewOut:
     """Replace the SQL (and indexes) of a view and increase its generation by one.
 
     Serve builds the new generation beside the old one, which it serves until the new one has
     caught up: changing only the indexes rebuilds the view too.
+
+    The products over the view keep their key and their fields with their types: a new SQL that
+    changes them is a 409 naming each product and field, and changes nothing. The products then
+    sort on the view's new indexes (each whose indexes changed gets a new generation).
     """
     if body.name is not None and body.name != name:
         raise InvalidSpecError(
@@ -131,10 +147,26 @@ def replace_view(name: str, body: Annotated[ViewReplace, Body()], state: StateDe
         )
     state.views.require(name)  # an unknown view is a 404 whatever its SQL
     compiled = _compile(state, name, body.sql, body.indexes, generation=1)
+    over = [p for p in state.products.specs() if p.view == name]
+    problems = [problem for product in over for problem in conflicts(product, compiled)]
+    if problems:
+        raise InUseError(
+            f"view {name!r} cannot be redefined so: {'; '.join(problems)}. Change those "
+            "products first (PUT /v1/products/<product>), or delete them"
+        )
     spec = state.views.replace(
         name, lambda current: compiled.model_copy(update={"generation": current.generation + 1})
     )
     log.info("view %s replaced (generation %d)", name, spec.generation)
+    for product in over:
+        if refit(product, spec) is not product:
+            refitted = state.products.replace(product.name, lambda current: refit(current, spec))
+            log.info(
+                "product %s now sorts on the view's indexes %s (generation %d)",
+                product.name,
+                list(refitted.indexes),
+                refitted.generation,
+            )
     return ViewOut.from_spec(spec, state.view_status(name))
 
 
