@@ -26,7 +26,8 @@ Decisions:
   be redefined under it in a way that changes them (:func:`conflicts`, a 409 on the view's
   ``PUT``), since readers' paths, cursors, filters, masks and generated schemas rest on them. It
   follows the view's ``indexes`` (:func:`refit`), so what it offers to sort on is what serve
-  can sort the view's rows on.
+  can sort the view's rows on. A view that products expose cannot be deleted (409) until they
+  are.
 """
 
 from __future__ import annotations

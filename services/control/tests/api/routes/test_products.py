@@ -421,6 +421,18 @@ def test_put_rules(client, auth, product_body, unique, records_of):
     assert same_name.json()["generation"] == 2
 
 
+def test_a_view_its_products_expose_cannot_be_deleted(client, auth, product_body, view, unique):
+    """DELETE of a view under products is a 409 naming them; without them, it is deleted."""
+    assert client.post("/v1/products", json=product_body(), headers=auth).status_code == 201
+    refused = client.delete(f"/v1/views/{view}", headers=auth)
+    assert refused.status_code == 409, refused.text
+    assert repr(unique) in refused.json()["detail"]
+    assert client.get(f"/v1/views/{view}", headers=auth).status_code == 200
+    assert client.delete(f"/v1/products/{unique}", headers=auth).status_code == 204
+    assert client.delete(f"/v1/views/{view}", headers=auth).status_code == 204
+    assert client.get(f"/v1/views/{view}", headers=auth).status_code == 404
+
+
 def test_a_product_of_a_deleted_view_cannot_be_made(client, auth, product_body, view):
     assert client.delete(f"/v1/views/{view}", headers=auth).status_code == 204
     error = _only_error(client.post("/v1/products", json=product_body(), headers=auth))

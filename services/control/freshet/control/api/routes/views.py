@@ -173,10 +173,24 @@ def replace_view(name: str, body: Annotated[ViewReplace, Body()], state: StateDe
 @router.delete(
     "/{name}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**COMMON, **_NOT_FOUND},
+    responses={
+        **COMMON,
+        **_NOT_FOUND,
+        409: {"description": "Products expose the view: delete them first."},
+    },
 )
 def delete_view(name: str, state: StateDep) -> Response:
-    """Delete a view (a tombstone on the desired-state topic); transform then stops it."""
+    """Delete a view (a tombstone on the desired-state topic); transform then stops it.
+
+    A view that products expose is not deleted (409 naming them): delete them first.
+    """
+    state.views.require(name)
+    over = sorted(p.name for p in state.products.specs() if p.view == name)
+    if over:
+        raise InUseError(
+            f"view {name!r} is exposed by the products {', '.join(map(repr, over))}: delete "
+            "them first (DELETE /v1/products/<product>), then the view"
+        )
     state.views.delete(name)
     log.info("view %s deleted", name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
