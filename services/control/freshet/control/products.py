@@ -215,42 +215,63 @@ def build_product(
     )
 
 
-def conflicts(product: ProductSpec, view: ViewSpec) -> list[str]:
-    """What of ``product`` its view, redefined as ``view``, would break (empty: nothing).
+def conflicts(product: ProductSpec, current: ViewSpec, new: ViewSpec) -> list[str]:
+    """What of ``product`` its view, redefined from ``current`` to ``new``, would break.
 
-    A product keeps the key it addresses rows by and the fields it exposes with their types:
-    readers' paths, cursors, row filters, masks and generated schemas rest on them. A view can
-    be redefined under a product only if those stay as they are.
+    A product keeps the key it addresses rows by (its names and types, also of key parts that
+    are not fields) and the fields it exposes with their types: readers' paths, cursors, row
+    filters, masks and generated schemas rest on them. A view can be redefined under a product
+    only if those stay as they are. Empty: nothing breaks.
     """
     problems: list[str] = []
-    if product.key != view.key:
+    before, after = _typed_key(current), _typed_key(new)
+    if key_changes(product, current, new):
         problems.append(
-            f"product {product.name!r} addresses rows by the key ({', '.join(product.key)}); "
-            f"the new SQL's key is ({', '.join(view.key)})"
+            f"product {product.name!r} addresses rows by the view's key "
+            f"({_key_text(before) if before else ', '.join(product.key)}); the new SQL's key is "
+            f"({_key_text(after) if after else ', '.join(new.key)})"
         )
-    types = {c.name: c.type for c in view.columns}
+    types = {c.name: c.type for c in new.columns}
     for column in product.columns:
-        new = types.get(column.name)
-        if new is None:
+        retyped = types.get(column.name)
+        if retyped is None:
             problems.append(
                 f"product {product.name!r} exposes field {column.name!r}, which the new SQL "
                 "does not output"
             )
-        elif new != column.type:
+        elif retyped != column.type:
             problems.append(
                 f"product {product.name!r} exposes field {column.name!r} as {column.type}; the "
-                f"new SQL makes it {new}"
+                f"new SQL makes it {retyped}"
             )
     return problems
+
+
+def key_changes(product: ProductSpec, current: ViewSpec, new: ViewSpec) -> bool:
+    """Whether redefining ``product``'s view from ``current`` to ``new`` changes its key.
+
+    Its names, or their types (known for views compiled since ``key_columns`` exists).
+    """
+    before, after = _typed_key(current), _typed_key(new)
+    return product.key != new.key or bool(before and after and before != after)
+
+
+def _typed_key(view: ViewSpec) -> list[tuple[str, str]]:
+    return [(c.name, c.type) for c in view.key_columns]
+
+
+def _key_text(columns: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} {type_}" for name, type_ in columns)
 
 
 def refit(product: ProductSpec, view: ViewSpec) -> ProductSpec:
     """``product`` over its view redefined as ``view`` (which has no :func:`conflicts` with it).
 
     Its ``indexes`` become the view's new ones it exposes, in a new generation (serve rebuilds
-    the product's schemas); the product itself is returned when they did not change.
+    the product's schemas); the product itself is returned when they did not change, or when
+    it is not over ``view``.
     """
     indexes = tuple(f for f in view.indexes if f in product.fields)
-    if indexes == product.indexes:
+    if product.view != view.name or indexes == product.indexes:
         return product
     return product.model_copy(update={"indexes": indexes, "generation": product.generation + 1})

@@ -10,6 +10,7 @@ memory, so all replicas answer from the same log. The desired state is read and 
 from __future__ import annotations
 
 import logging
+import threading
 
 from confluent_kafka import Producer
 from prometheus_client import Counter
@@ -86,6 +87,10 @@ class ControlState:
             "key", topics.CONTROL_KEYS, ApiKeySpec, KEY_WRITES
         )
         self.status = StatusBoard()
+        self.views_and_products = threading.Lock()
+        """Held by a write of a view or a product that checks the other kind first, so that a
+        product is checked against the view as it is written and a view against the products
+        over it (within this replica: replicas do not lock each other)."""
         self._schemas: CompactedTopicView | None = None
 
     def start(self, timeout: float = 30.0) -> None:

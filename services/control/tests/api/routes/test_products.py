@@ -447,51 +447,71 @@ def _view_sql(unique: str, columns: str, key_join: str = "LEFT JOIN") -> str:
 
 
 def test_a_view_cannot_be_redefined_under_its_products(
-    client, auth, product_body, view, unique, records_of
+    client, auth, product_body, view, unique, records_of, publish, wait_for
 ):
     """A new SQL that drops or retypes a field a product exposes, or changes the key it
-    addresses rows by, is a 409 naming each product and field; nothing is written."""
+    addresses rows by (names, or the type of a key part that is no field), is a 409 naming
+    each product and field and what to do; nothing is written."""
     url = f"/v1/views/{view}"
     made = client.post("/v1/products", json=product_body(), headers=auth)
     assert made.status_code == 201, made.text
-    other = product_body(name=unique + "_notes", fields=["note"], roles={"r": {}})
+    notes = unique + "_notes"
+    other = product_body(name=notes, fields=["note"], roles={"r": {}})
     assert client.post("/v1/products", json=other, headers=auth).status_code == 201
+    # A table whose primary key is text: joined instead of customers, the key part _key2 is.
+    regions = _table(unique, "regions", {"id": (TEXT, "text"), "name": (TEXT, "text")})
+    publish(topics.SCHEMAS, regions.qualified, regions)
+    state = client.app.state.control
+    wait_for(lambda: regions.qualified in {t.qualified for t in state.tables()})
     views_before = len(records_of(topics.CONTROL_VIEWS, view))
+    field_remedy = "change those products first (PUT /v1/products/<product>)"
+    key_remedy = "delete those products, redefine the view, then create them again"
     refused = [
         # email dropped (the first product exposes it)
-        (_view_sql(unique, "o.id, o.customer_id, o.amount, o.note"), ["'email', which"]),
-        # amount retyped to text, note to int
+        (
+            _view_sql(unique, "o.id, o.customer_id, o.amount, o.note"),
+            [f"product {unique!r} exposes field 'email', which the new SQL does not output"],
+            [field_remedy],
+        ),
+        # amount retyped to text (first product), note to int (second product)
         (
             _view_sql(
                 unique,
                 "o.id, o.customer_id, o.amount::text AS amount, length(o.note) AS note, c.email",
             ),
             [
-                "'amount' as numeric; the new SQL makes it text",
-                "'note' as text; the new SQL makes it int4",
+                f"product {unique!r} exposes field 'amount' as numeric; the new SQL makes it text",
+                f"product {notes!r} exposes field 'note' as text; the new SQL makes it int4",
             ],
+            [field_remedy],
         ),
         # no join: the key loses _key2
         (
             f"SELECT o.id, o.customer_id, o.amount, o.note, NULL::text AS email "
             f"FROM {unique}.public.orders o",
-            ["the key (id, _key2); the new SQL's key is (id)"],
+            ["the view's key (id int4, _key2 int4); the new SQL's key is (id int4)"],
+            [key_remedy],
+        ),
+        # same key names, but _key2 is now a text
+        (
+            f"SELECT o.id, o.customer_id, o.amount, o.note, r.name AS email "
+            f"FROM {unique}.public.orders o LEFT JOIN {unique}.public.regions r ON r.id = o.note",
+            ["the new SQL's key is (id int4, _key2 text)"],
+            [key_remedy],
         ),
     ]
-    for sql, expected in refused:
+    for sql, problems, remedies in refused:
         response = client.put(url, json={"sql": sql, "indexes": []}, headers=auth)
         assert response.status_code == 409, response.text
         detail = response.json()["detail"]
-        for text in expected:
+        assert detail.startswith(f"view {view!r} cannot be redefined this way: "), detail
+        for text in [*problems, *remedies]:
             assert text in detail, detail
-        assert "PUT /v1/products/" in detail
-    # Both products named when both break.
-    response = client.put(url, json={"sql": refused[1][0]}, headers=auth)
-    assert f"product {unique!r}" in response.json()["detail"]
-    assert f"product {unique + '_notes'!r}" in response.json()["detail"]
     assert len(records_of(topics.CONTROL_VIEWS, view)) == views_before
     assert client.get(url, headers=auth).json()["generation"] == 1
-    assert client.get(f"/v1/products/{unique}", headers=auth).json()["generation"] == 1
+    for product in (unique, notes):
+        assert client.get(f"/v1/products/{product}", headers=auth).json()["generation"] == 1
+        assert len(records_of(topics.CONTROL_PRODUCTS, product)) == 1
 
 
 def test_products_follow_the_indexes_of_their_view(

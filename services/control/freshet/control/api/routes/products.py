@@ -48,17 +48,18 @@ def create_product(
     response: Response,
 ) -> ProductOut:
     """Check the product against its view and create it at generation 1; 409 if it exists."""
-    spec = build_product(
-        body.name,
-        state.views.get(body.view),
-        body.view,
-        body.fields,
-        body.roles,
-        body.publish_topic,
-        topic_role=body.topic_role,
-        box=box,
-    )
-    state.products.create(spec.name, spec)
+    with state.views_and_products:  # checked against the view as it is when written
+        spec = build_product(
+            body.name,
+            state.views.get(body.view),
+            body.view,
+            body.fields,
+            body.roles,
+            body.publish_topic,
+            topic_role=body.topic_role,
+            box=box,
+        )
+        state.products.create(spec.name, spec)
     log.info("product %s created over view %s (%d fields)", spec.name, spec.view, len(spec.fields))
     response.headers["Location"] = request.url_for("get_product", name=spec.name).path
     return ProductOut.from_spec(spec)
@@ -89,12 +90,11 @@ def replace_product(
             ("body", "name"),
             "the name in the body differs from the path: a product cannot be renamed",
         )
-    view = state.views.get(body.view)
 
     def build(current: ProductSpec) -> ProductSpec:
         return build_product(
             name,
-            view,
+            state.views.get(body.view),
             body.view,
             body.fields,
             body.roles,
@@ -105,7 +105,8 @@ def replace_product(
             generation=current.generation + 1,
         )
 
-    spec = state.products.replace(name, build)
+    with state.views_and_products:  # checked against the view as it is when written
+        spec = state.products.replace(name, build)
     log.info("product %s replaced (generation %d)", name, spec.generation)
     return ProductOut.from_spec(spec)
 

@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
 from freshet.common.events import lsn_from_str, lsn_to_str
+from freshet.common.products import ProductSpec
 from freshet.common.schemas import DataflowStatus, ViewSpec
 from freshet.common.sql.errors import SqlError
 from freshet.common.sql.types import is_ordered, sql_name
@@ -28,10 +29,12 @@ from freshet.control.exceptions import (
     InUseError,
     InvalidSpecError,
     InvalidSqlError,
+    NotFoundError,
+    StateUnavailableError,
     WaitTimeoutError,
 )
 from freshet.control.models import DataflowStatusOut, ViewCreate, ViewList, ViewOut, ViewReplace
-from freshet.control.products import conflicts, refit
+from freshet.control.products import conflicts, key_changes, refit
 from freshet.control.state import ControlState
 
 log = logging.getLogger(__name__)
@@ -139,7 +142,8 @@ def replace_view(name: str, body: Annotated[ViewReplace, Body()], state: StateDe
 
     The products over the view keep their key and their fields with their types: a new SQL that
     changes them is a 409 naming each product and field, and changes nothing. The products then
-    sort on the view's new indexes (each whose indexes changed gets a new generation).
+    sort on the view's new indexes (each whose indexes changed gets a new generation; serve may
+    offer them a moment before it serves the view's new generation, which has them).
     """
     if body.name is not None and body.name != name:
         raise InvalidSpecError(
@@ -147,27 +151,59 @@ def replace_view(name: str, body: Annotated[ViewReplace, Body()], state: StateDe
         )
     state.views.require(name)  # an unknown view is a 404 whatever its SQL
     compiled = _compile(state, name, body.sql, body.indexes, generation=1)
-    over = [p for p in state.products.specs() if p.view == name]
-    problems = [problem for product in over for problem in conflicts(product, compiled)]
-    if problems:
-        raise InUseError(
-            f"view {name!r} cannot be redefined so: {'; '.join(problems)}. Change those "
-            "products first (PUT /v1/products/<product>), or delete them"
+    with state.views_and_products:
+        current = state.views.require(name)
+        over = [p for p in state.products.specs() if p.view == name]
+        _check_products(name, over, current, compiled)
+        spec = state.views.replace(
+            name,
+            lambda now: compiled.model_copy(update={"generation": now.generation + 1}),
         )
-    spec = state.views.replace(
-        name, lambda current: compiled.model_copy(update={"generation": current.generation + 1})
-    )
-    log.info("view %s replaced (generation %d)", name, spec.generation)
-    for product in over:
-        if refit(product, spec) is not product:
-            refitted = state.products.replace(product.name, lambda current: refit(current, spec))
-            log.info(
-                "product %s now sorts on the view's indexes %s (generation %d)",
-                product.name,
-                list(refitted.indexes),
-                refitted.generation,
-            )
+        log.info("view %s replaced (generation %d)", name, spec.generation)
+        _refit_products(state, spec, over)
     return ViewOut.from_spec(spec, state.view_status(name))
+
+
+def _check_products(
+    name: str, over: list[ProductSpec], current: ViewSpec, compiled: ViewSpec
+) -> None:
+    """Raises InUseError: ``compiled`` breaks products ``over`` the view (see ``conflicts``)."""
+    problems = [problem for product in over for problem in conflicts(product, current, compiled)]
+    if not problems:
+        return
+    if any(key_changes(product, current, compiled) for product in over):
+        remedy = "delete those products, redefine the view, then create them again"
+    else:
+        remedy = (
+            "change those products first (PUT /v1/products/<product>), or delete them and "
+            "create them again once the view is redefined"
+        )
+    raise InUseError(
+        f"view {name!r} cannot be redefined this way: {'; '.join(problems)}. To do it, {remedy}"
+    )
+
+
+def _refit_products(state: ControlState, spec: ViewSpec, over: list[ProductSpec]) -> None:
+    """Rewrite the products ``over`` view ``spec`` whose sortable fields it changed."""
+    for product in over:
+        if refit(product, spec) is product:
+            continue
+        try:
+            refitted = state.products.replace(product.name, lambda now: refit(now, spec))
+        except NotFoundError:
+            continue  # deleted meanwhile
+        except StateUnavailableError:
+            raise StateUnavailableError(
+                f"view {spec.name!r} was redefined (generation {spec.generation}), but product "
+                f"{product.name!r} could not be given its new indexes: the broker did not "
+                "acknowledge the write. PUT the product again (unchanged) to refresh it"
+            ) from None
+        log.info(
+            "product %s now sorts on the view's indexes %s (generation %d)",
+            product.name,
+            list(refitted.indexes),
+            refitted.generation,
+        )
 
 
 @router.delete(
@@ -184,14 +220,15 @@ def delete_view(name: str, state: StateDep) -> Response:
 
     A view that products expose is not deleted (409 naming them): delete them first.
     """
-    state.views.require(name)
-    over = sorted(p.name for p in state.products.specs() if p.view == name)
-    if over:
-        raise InUseError(
-            f"view {name!r} is exposed by the products {', '.join(map(repr, over))}: delete "
-            "them first (DELETE /v1/products/<product>), then the view"
-        )
-    state.views.delete(name)
+    with state.views_and_products:
+        state.views.require(name)
+        over = sorted(p.name for p in state.products.specs() if p.view == name)
+        if over:
+            raise InUseError(
+                f"view {name!r} is exposed by the products {', '.join(map(repr, over))}: delete "
+                "them first (DELETE /v1/products/<product>), then the view"
+            )
+        state.views.delete(name)
     log.info("view %s deleted", name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
