@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+import redis
+
 log = logging.getLogger(__name__)
 
 PG_BIN = Path(os.environ.get("FRESHET_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -162,8 +164,45 @@ def start_redis(port: int, data_dir: Path, log_path: Path) -> Managed:
         "no",
     ]
     proc, out = _spawn("redis", cmd, log_path)
-    wait_port("127.0.0.1", port, 30, proc, "redis", log_path)
-    return Managed("redis", proc, port, log_path, _log=out)
+    managed = Managed("redis", proc, port, log_path, _log=out)
+    try:
+        wait_port("127.0.0.1", port, 30, proc, "redis", log_path)
+        _wait_redis_loaded(port, REDIS_LOAD_TIMEOUT_S, proc, log_path)
+    except BaseException:
+        managed.stop()
+        raise
+    return managed
+
+
+REDIS_LOAD_TIMEOUT_S = 300
+"""How long Redis may take to load its append-only file (about a second per 100 MB here)."""
+
+
+def _wait_redis_loaded(
+    port: int, timeout: float, proc: subprocess.Popen[Any], log_path: Path
+) -> None:
+    """Wait until Redis answers commands.
+
+    It listens while it still loads its data, and answers most commands with ``LOADING`` until
+    it is done.
+    """
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise ServerError(f"redis exited with {proc.returncode}; see {log_path}")
+            try:
+                client.dbsize()  # refused while loading, unlike PING
+                return
+            except (redis.BusyLoadingError, redis.ConnectionError):
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"redis did not load its data within {timeout:.0f}s; see {log_path}"
+                    ) from None
+                time.sleep(0.1)
+    finally:
+        client.close()
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
