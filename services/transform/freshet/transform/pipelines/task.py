@@ -49,6 +49,7 @@ from freshet.transform.runtime import (
     Frontier,
     Headers,
     Outbox,
+    StatusPacer,
     assign_inputs,
     changed_offsets,
     consumer_lag,
@@ -126,7 +127,7 @@ class PipelineTask:
         self.last_commit_ts_ms: int | None = None
         self._consumed: dict[tuple[str, int], int] = {}
         self._dlq = topics.dlq_topic(spec.name)
-        self._last_status = 0.0
+        self._pacer = StatusPacer()
         self._frontier: Frontier | None = None
 
     # --- status ---------------------------------------------------------------------------
@@ -162,9 +163,8 @@ class PipelineTask:
         )
 
     def _report(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_status >= 1.0:
-            self._last_status = now
+        """Publish the status if due (``force``: it has news; see :class:`StatusPacer`)."""
+        if self._pacer.due(news=force):
             self._publish(self.status())
 
     # --- the loop -------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from freshet.transform.runtime import (
     Frontier,
     Headers,
     Outbox,
+    StatusPacer,
     assign_inputs,
     changed_offsets,
     consumer_lag,
@@ -104,7 +105,7 @@ class ViewTask:
         self._consumed: dict[tuple[str, int], int] = {}
         self._outputs: dict[int, int] = {}
         self._topic = topics.view_topic(spec.name)
-        self._last_status = 0.0
+        self._pacer = StatusPacer()
         self._frontier: Frontier | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"view-{spec.name}-commit")
         self._commit: tuple[Future[tuple[Outbox, int]], bool] | None = None
@@ -144,9 +145,8 @@ class ViewTask:
         )
 
     def _report(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_status >= 1.0:
-            self._last_status = now
+        """Publish the status if due (``force``: it has news; see :class:`StatusPacer`)."""
+        if self._pacer.due(news=force):
             self._publish(self.status())
 
     # --- the loop -------------------------------------------------------------------------
