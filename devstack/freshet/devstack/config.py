@@ -57,8 +57,8 @@ class DevstackSettings(BaseSettings):
         default=5.0,
         ge=0.0,
         description="Demo transactions per second; 0 turns the workload off. The embedded "
-        "broker's CPU grows with every batch it keeps (README): at 20/s it took a whole core "
-        "after about 7 minutes, at 5/s it grew by about 2% of a core a minute.",
+        "broker's CPU grows with every batch it keeps, the faster the higher the rate (README "
+        "has the figures).",
     )
     health_timeout_s: float = Field(default=60.0, gt=0, description="Wait for each /health.")
     restart_backoff_s: float = Field(default=1.0, gt=0, description="First restart delay.")
