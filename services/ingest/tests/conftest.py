@@ -97,6 +97,32 @@ class TopicReader:
             self.pump(0.2)
         return self.records
 
+    def read_to_end(self, topic: str, timeout: float = 60.0) -> list[Record]:
+        """Read every partition of ``topic`` up to the high watermark of the last fetch.
+
+        A record seen on one partition says nothing of how far the others were read: after
+        waiting for a record that was written last, this reads what was written before it.
+        """
+        assert self._consumer is not None
+        consumer = self._consumer
+        partitions = [
+            TopicPartition(topic, p)
+            for p in consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        ]
+        deadline = time.monotonic() + timeout
+        while True:
+            highs = [consumer.get_watermark_offsets(tp, cached=True)[1] for tp in partitions]
+            positions = [tp.offset for tp in consumer.position(partitions)]
+            ends = zip(highs, positions, strict=True)
+            if all(high == 0 or 0 < high <= position for high, position in ends):
+                return self.records
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{topic} not read to its end within {timeout:.0f}s: at {positions}, "
+                    f"ends {highs}"
+                )
+            self.pump(0.2)
+
     def on(self, topic: str) -> list[Record]:
         return [r for r in self.records if r.topic == topic]
 
